@@ -1,0 +1,169 @@
+"""The learner's functions: policies, critic inputs and the critic's value estimates for every algorithm.
+
+Shapes: ``[..., N, O]`` observations with any leading axes (``[T, E]`` in a rollout batch, ``[B]`` in a
+minibatch); ``A`` actions; ``K`` marginalisation samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import distrax
+import jax
+import jax.numpy as jnp
+
+from perla_jax import advantages as adv
+from perla_jax.config import Config
+from perla_jax.envs import MultiAgentEnv, global_state
+from perla_jax.marginalisation import marginal_q, q_head_samples, sample_joint_actions
+from perla_jax.networks import Actor, QCritic, VCritic, agent_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Agents:
+    """Static description of the networks; parameters live in the trainer's state."""
+
+    cfg: Config
+    num_agents: int
+    num_actions: int
+    obs_dim: int
+    actor: Actor
+    critic: QCritic | VCritic
+
+    @classmethod
+    def build(cls, cfg: Config, env: MultiAgentEnv) -> "Agents":
+        actor = Actor(env.num_actions, cfg.actor_hidden, cfg.activation)
+        if cfg.uses_q_critic:
+            critic = QCritic(env.num_actions, cfg.critic_hidden, cfg.activation)
+        else:
+            critic = VCritic(cfg.critic_hidden, cfg.activation)
+        return cls(cfg, env.num_agents, env.num_actions, env.obs_dim, actor, critic)
+
+    # ---- actor -------------------------------------------------------------------------------
+    def actor_inputs(self, obs: chex.Array) -> chex.Array:
+        if not self.cfg.actor_agent_id:
+            return obs
+        return jnp.concatenate([obs, _broadcast_ids(obs, self.num_agents)], axis=-1)
+
+    def init_actor(self, key: chex.PRNGKey) -> chex.ArrayTree:
+        dummy = self.actor_inputs(jnp.zeros((self.num_agents, self.obs_dim)))[0]
+        if self.cfg.share_actor:
+            return self.actor.init(key, dummy)
+        # One parameter set per agent, stacked on a leading N axis.
+        return jax.vmap(lambda k: self.actor.init(k, dummy))(jax.random.split(key, self.num_agents))
+
+    def policy(self, params: chex.ArrayTree, obs: chex.Array) -> distrax.Categorical:
+        """Observations ``[..., N, O]`` -> categorical policy with batch shape ``[..., N]``."""
+        x = self.actor_inputs(obs)
+        if self.cfg.share_actor:
+            logits = self.actor.apply(params, x)
+        else:
+            logits = jax.vmap(self.actor.apply, in_axes=(0, -2), out_axes=-2)(params, x)
+        return distrax.Categorical(logits=logits)
+
+    # ---- critic ------------------------------------------------------------------------------
+    def critic_features(self, obs: chex.Array) -> chex.Array:
+        """Observations ``[..., N, O]`` -> per-agent critic input ``[..., N, F]``.
+
+        mappo / perla_mappo: global state and one-hot agent id; ippo: own observation;
+        perla_ippo: own observation and id (the id locates the agent's blank slot in the others' actions).
+        """
+        if self.cfg.centralised_critic:
+            state = global_state(obs)[..., None, :]
+            base = jnp.broadcast_to(state, (*obs.shape[:-1], state.shape[-1]))
+        else:
+            base = obs
+        if self.cfg.algo == "ippo":
+            return base
+        return jnp.concatenate([base, _broadcast_ids(obs, self.num_agents)], axis=-1)
+
+    def init_critic(self, key: chex.PRNGKey) -> chex.ArrayTree:
+        features = self.critic_features(jnp.zeros((self.num_agents, self.obs_dim)))
+        if self.cfg.uses_q_critic:
+            others = jnp.zeros((self.num_agents, self.num_agents * self.num_actions))
+            return self.critic.init(key, features, others)
+        return self.critic.init(key, features)
+
+    def state_values(self, params: chex.ArrayTree, obs: chex.Array) -> chex.Array:
+        """V-critic: ``[..., N, O]`` -> ``[..., N]``."""
+        return self.critic.apply(params, self.critic_features(obs))
+
+    def q_samples(self, params: chex.ArrayTree, obs: chex.Array, joint_samples: chex.Array) -> chex.Array:
+        """Q-critic per sample: obs ``[..., N, O]``, samples ``[..., K, N]`` -> ``[..., N, K, A]``."""
+        return q_head_samples(self.critic, params, self.critic_features(obs), joint_samples, self.num_actions)
+
+    def sample_others(self, key: chex.PRNGKey, policy: distrax.Categorical) -> chex.Array:
+        """K joint actions ``[..., K, N]`` from a policy with batch shape ``[..., N]``."""
+        return jnp.moveaxis(sample_joint_actions(key, policy, self.cfg.k), 0, -2)
+
+
+@chex.dataclass(frozen=True)
+class CriticEstimates:
+    """Everything the update needs from the critic, for a rollout batch ``[T, E, N]``."""
+
+    advantages: chex.Array  # [T, E, N]
+    targets: chex.Array  # [T, E, N] the critic's regression target
+    old_predictions: chex.Array  # [T, E, N] the critic's prediction at rollout time (for value clipping)
+    joint_samples: chex.Array | None  # [T, E, K, N] samples the critic prediction marginalises over
+    sample_variance: chex.Array  # [T, E, N] variance over K of Q(s, a_i, a_-i^(k)) at the taken action
+
+
+def estimate(
+    agents: Agents,
+    actor_params: chex.ArrayTree,
+    critic_params: chex.ArrayTree,
+    traj,
+    key: chex.PRNGKey,
+) -> CriticEstimates:
+    """Critic values, advantages and targets for a rollout ``traj`` (see ``rollout.Trajectory``)."""
+    cfg = agents.cfg
+    ended = traj.terminated | traj.truncated  # [T, E]
+    term, end = traj.terminated[..., None], ended[..., None]
+    lam_returns = lambda next_v: adv.lambda_returns(traj.reward, next_v, term, end, cfg.gamma, cfg.gae_lambda)
+    if not cfg.uses_q_critic:
+        values = agents.state_values(critic_params, traj.obs)
+        returns = lam_returns(agents.state_values(critic_params, traj.final_obs))
+        return CriticEstimates(
+            advantages=returns - values,
+            targets=returns,
+            old_predictions=values,
+            joint_samples=None,
+            sample_variance=jnp.zeros_like(values),
+        )
+    key_now, key_next = jax.random.split(key)
+    pi_now = agents.policy(actor_params, traj.obs)
+    pi_next = agents.policy(actor_params, traj.final_obs)
+    samples = agents.sample_others(key_now, pi_now)  # [T, E, K, N]
+    q_now, q_var = marginal_q(agents.q_samples(critic_params, traj.obs, samples))  # [T, E, N, A]
+    q_next, _ = marginal_q(agents.q_samples(critic_params, traj.final_obs, agents.sample_others(key_next, pi_next)))
+    q_taken = adv.take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
+    v_now = adv.expected_value(q_now, pi_now.probs)  # V^_i(s_t)
+    v_next = adv.expected_value(q_next, pi_next.probs)  # V^_i(s'_t), s' before any reset
+    if cfg.advantage == "sarsa":
+        returns = lam_returns(_sarsa_bootstrap(q_taken, v_next, ended))
+        advantages = returns - q_taken
+    else:
+        returns = lam_returns(v_next)
+        if cfg.advantage == "td":
+            advantages = returns - v_now
+        else:
+            advantages = q_taken - v_now
+    return CriticEstimates(
+        advantages=advantages,
+        targets=returns,
+        old_predictions=q_taken,
+        joint_samples=samples,
+        sample_variance=adv.take_action(q_var, traj.action),
+    )
+
+
+def _sarsa_bootstrap(q_taken: chex.Array, v_next: chex.Array, ended: chex.Array) -> chex.Array:
+    """Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; where it is not (last step, or the
+    step that ended an episode, whose next action was never taken) the expectation V^_i(s'_t)."""
+    shifted = jnp.concatenate([q_taken[1:], v_next[-1:]], axis=0)
+    return jnp.where(ended[..., None], v_next, shifted)
+
+
+def _broadcast_ids(obs: chex.Array, n: int) -> chex.Array:
+    return jnp.broadcast_to(agent_ids(n), (*obs.shape[:-1], n))

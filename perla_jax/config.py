@@ -1,0 +1,151 @@
+"""Every hyperparameter of a training run, validated before anything compiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+ALGOS = ("perla_mappo", "perla_ippo", "mappo", "ippo")
+ADVANTAGES = ("counterfactual", "td", "sarsa")
+ACTIVATIONS = ("tanh", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Training configuration.
+
+    Step counting follows JaxMARL: ``total_timesteps`` counts environment transitions summed over the
+    ``num_envs`` parallel environments (one transition moves every agent once), so one update consumes
+    ``num_envs * num_steps`` of them.
+    """
+
+    env: str = "mpe"
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    algo: str = "perla_mappo"
+    advantage: str = "counterfactual"
+    k: int = 16
+    num_envs: int = 16
+    num_steps: int = 128
+    total_timesteps: int = 10_000_000
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    actor_lr: float = 2.5e-4
+    critic_lr: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    actor_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    actor_agent_id: bool = False
+    share_actor: bool = True
+    num_seeds: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Tuples may arrive as lists from JSON or a CLI; normalise before checking.
+        object.__setattr__(self, "actor_hidden", tuple(self.actor_hidden))
+        object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
+        object.__setattr__(self, "env_kwargs", dict(self.env_kwargs))
+        object.__setattr__(self, "total_timesteps", _as_int("total_timesteps", self.total_timesteps))
+        _check_choice("algo", self.algo, ALGOS)
+        _check_choice("advantage", self.advantage, ADVANTAGES)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        for name in ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds"):
+            _check_int_at_least(name, getattr(self, name), 1)
+        _check_int_at_least("seed", self.seed, 0)
+        for name in ("actor_lr", "critic_lr", "max_grad_norm"):
+            _check_range(name, getattr(self, name), 0.0, math.inf, low_open=True)
+        for name in ("gamma", "gae_lambda"):
+            _check_range(name, getattr(self, name), 0.0, 1.0)
+        _check_range("clip_eps", self.clip_eps, 0.0, math.inf, low_open=True)
+        for name in ("ent_coef", "vf_coef"):
+            _check_range(name, getattr(self, name), 0.0, math.inf)
+        for name in ("actor_hidden", "critic_hidden"):
+            sizes = getattr(self, name)
+            if not sizes or not all(isinstance(h, int) and h >= 1 for h in sizes):
+                raise ValueError(f"{name}={sizes!r} is invalid: allowed is a non-empty tuple of positive ints")
+        batch = self.num_envs * self.num_steps
+        if batch % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} does not divide num_envs*num_steps={batch}: "
+                f"allowed are divisors of {batch}"
+            )
+        if self.total_timesteps < batch:
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is below one update (num_envs*num_steps={batch}): "
+                f"allowed is total_timesteps >= {batch}"
+            )
+        from perla_jax.envs import resolve_env_name  # local: envs imports jaxmarl, config stays light
+
+        resolve_env_name(self.env)
+
+    @property
+    def batch_size(self) -> int:
+        """Environment transitions per update."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def minibatch_size(self) -> int:
+        """Environment transitions (each carrying all agents) per minibatch."""
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def uses_q_critic(self) -> bool:
+        return self.algo.startswith("perla")
+
+    @property
+    def centralised_critic(self) -> bool:
+        return self.algo.endswith("mappo")
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}: allowed are {sorted(known)}")
+        return cls(**values)
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is invalid: allowed are {', '.join(allowed)}")
+
+
+def _as_int(name: str, value: Any) -> int:
+    # 1e7 from a CLI or JSON is a float; accept it only when it is a whole number.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} is invalid: allowed is a whole number")
+    return value
+
+
+def _check_int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r} is invalid: allowed is an integer >= {low}")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        hi = "inf)" if high == math.inf else f"{high}]"
+        raise ValueError(f"{name}={value!r} is invalid: allowed is a number in {bracket}{low}, {hi}")

@@ -1,0 +1,59 @@
+"""Vectorised rollout of the joint policy, one ``lax.scan`` over time."""
+
+from __future__ import annotations
+
+import chex
+import jax
+
+from perla_jax.agents import Agents
+from perla_jax.envs import EnvState, MultiAgentEnv
+
+
+@chex.dataclass(frozen=True)
+class Trajectory:
+    """A rollout batch; axes ``[T, E, N, ...]`` = time, environment, agent."""
+
+    obs: chex.Array  # [T, E, N, O] observation acted on
+    action: chex.Array  # [T, E, N]
+    log_prob: chex.Array  # [T, E, N] behaviour log-probability of the action
+    reward: chex.Array  # [T, E, N]
+    final_obs: chex.Array  # [T, E, N, O] observation the step reached, before any reset
+    terminated: chex.Array  # [T, E]
+    truncated: chex.Array  # [T, E]
+    episode_return: chex.Array  # [T, E] team return of an episode that ended at this step, else 0
+    episode_length: chex.Array  # [T, E]
+
+
+def rollout(
+    env: MultiAgentEnv,
+    agents: Agents,
+    actor_params: chex.ArrayTree,
+    env_state: EnvState,
+    obs: chex.Array,
+    key: chex.PRNGKey,
+    num_steps: int,
+) -> tuple[EnvState, chex.Array, Trajectory]:
+    """Runs ``num_steps`` steps in ``E`` environments; returns (env_state, obs ``[E, N, O]``, trajectory)."""
+    num_envs = obs.shape[0]
+
+    def step(carry, step_key):
+        env_state, obs = carry
+        key_act, key_env = jax.random.split(step_key)
+        policy = agents.policy(actor_params, obs)
+        action = policy.sample(seed=key_act)  # [E, N]
+        env_state, tr = jax.vmap(env.step)(jax.random.split(key_env, num_envs), env_state, action)
+        record = Trajectory(
+            obs=obs,
+            action=action,
+            log_prob=policy.log_prob(action),
+            reward=tr.reward,
+            final_obs=tr.final_obs,
+            terminated=tr.terminated,
+            truncated=tr.truncated,
+            episode_return=tr.episode_return,
+            episode_length=tr.episode_length,
+        )
+        return (env_state, tr.obs), record
+
+    (env_state, obs), traj = jax.lax.scan(step, (env_state, obs), jax.random.split(key, num_steps))
+    return env_state, obs, traj

@@ -1,0 +1,190 @@
+"""PERLA-MAPPO/IPPO and the MAPPO/IPPO baselines in one jitted ``train_step`` (PureJaxRL convention).
+
+``make_train(cfg)(rng)`` runs the whole training loop as a ``lax.scan`` over updates, so
+``jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(key, S))`` trains S seeds in one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from perla_jax.advantages import take_action
+from perla_jax.agents import Agents, estimate
+from perla_jax.config import Config
+from perla_jax.envs import EnvState, MultiAgentEnv, make_env
+from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
+from perla_jax.rollout import rollout
+
+METRICS = (
+    "env_steps",
+    "return",
+    "episode_length",
+    "actor_loss",
+    "critic_loss",
+    "entropy",
+    "approx_kl",
+    "clip_frac",
+    "critic_sample_var",
+)
+
+
+@chex.dataclass
+class RunnerState:
+    actor: TrainState
+    critic: TrainState
+    env_state: EnvState  # [E]
+    obs: chex.Array  # [E, N, O]
+    key: chex.PRNGKey
+    update: chex.Array  # [] updates done so far
+
+
+@chex.dataclass(frozen=True)
+class Batch:
+    """Training batch; leading axes ``[T, E]`` before flattening, ``[B]`` after."""
+
+    obs: chex.Array  # [..., N, O]
+    action: chex.Array  # [..., N]
+    log_prob: chex.Array  # [..., N]
+    advantages: chex.Array  # [..., N]
+    targets: chex.Array  # [..., N]
+    old_predictions: chex.Array  # [..., N]
+    joint_samples: chex.Array | None  # [..., K, N] (Q-critics only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Pure functions of one training run: ``init(rng) -> RunnerState`` and
+    ``train_step(RunnerState) -> (RunnerState, metrics)`` (one rollout plus its PPO epochs)."""
+
+    cfg: Config
+    env: MultiAgentEnv
+    agents: Agents
+    init: Callable[[chex.PRNGKey], RunnerState]
+    train_step: Callable[[RunnerState], tuple[RunnerState, dict[str, chex.Array]]]
+
+    def run_updates(self, state: RunnerState, num_updates: int) -> tuple[RunnerState, dict[str, chex.Array]]:
+        """``num_updates`` train steps in a ``lax.scan``; metrics are ``[num_updates]`` each."""
+        return jax.lax.scan(lambda s, _: self.train_step(s), state, None, num_updates)
+
+
+def make_trainer(cfg: Config) -> Trainer:
+    env = make_env(cfg.env, cfg.env_kwargs)
+    agents = Agents.build(cfg, env)
+    return Trainer(cfg, env, agents, _make_init(cfg, env, agents), _make_train_step(cfg, env, agents))
+
+
+def make_train(cfg: Config) -> Callable[[chex.PRNGKey], dict]:
+    """``train(rng) -> {"runner_state", "metrics"}`` with metrics ``[num_updates]`` per name in METRICS."""
+    trainer = make_trainer(cfg)
+
+    def train(rng: chex.PRNGKey) -> dict:
+        state, metrics = trainer.run_updates(trainer.init(rng), cfg.num_updates)
+        return {"runner_state": state, "metrics": metrics}
+
+    return train
+
+
+def _optimiser(cfg: Config, lr: float) -> optax.GradientTransformation:
+    grad_steps = cfg.num_updates * cfg.update_epochs * cfg.num_minibatches
+    schedule = optax.linear_schedule(lr, 0.0, grad_steps) if cfg.anneal_lr else lr
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(schedule, eps=1e-5))
+
+
+def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents) -> Callable[[chex.PRNGKey], RunnerState]:
+    def init(rng: chex.PRNGKey) -> RunnerState:
+        rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
+        actor = TrainState.create(
+            apply_fn=agents.actor.apply, params=agents.init_actor(k_actor), tx=_optimiser(cfg, cfg.actor_lr)
+        )
+        critic = TrainState.create(
+            apply_fn=agents.critic.apply, params=agents.init_critic(k_critic), tx=_optimiser(cfg, cfg.critic_lr)
+        )
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs))
+        return RunnerState(actor=actor, critic=critic, env_state=env_state, obs=obs, key=rng, update=jnp.array(0))
+
+    return init
+
+
+def _make_losses(cfg: Config, agents: Agents):
+    def actor_loss(params, mb: Batch):
+        policy = agents.policy(params, mb.obs)
+        return ppo_actor_loss(
+            policy.log_prob(mb.action),
+            mb.log_prob,
+            normalise(mb.advantages),
+            policy.entropy(),
+            cfg.clip_eps,
+            cfg.ent_coef,
+        )
+
+    def critic_loss(params, mb: Batch):
+        if cfg.uses_q_critic:
+            # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
+            q_hat = agents.q_samples(params, mb.obs, mb.joint_samples).mean(axis=-2)
+            prediction = take_action(q_hat, mb.action)
+        else:
+            prediction = agents.state_values(params, mb.obs)
+        loss = clipped_value_loss(prediction, mb.old_predictions, mb.targets, cfg.clip_eps)
+        return cfg.vf_coef * loss, loss
+
+    return actor_loss, critic_loss
+
+
+def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
+    actor_loss, critic_loss = _make_losses(cfg, agents)
+    actor_grad = jax.value_and_grad(actor_loss, has_aux=True)
+    critic_grad = jax.value_and_grad(critic_loss, has_aux=True)
+    b, m = cfg.batch_size, cfg.num_minibatches
+
+    def minibatch_step(nets, mb: Batch):
+        actor, critic = nets
+        (_, actor_stats), g_actor = actor_grad(actor.params, mb)
+        (_, value_loss), g_critic = critic_grad(critic.params, mb)
+        nets = (actor.apply_gradients(grads=g_actor), critic.apply_gradients(grads=g_critic))
+        return nets, {**actor_stats, "critic_loss": value_loss}
+
+    def epoch(nets, key, flat: Batch):
+        perm = jax.random.permutation(key, b)
+        shuffled = jax.tree.map(lambda x: x[perm].reshape(m, b // m, *x.shape[1:]), flat)
+        return jax.lax.scan(minibatch_step, nets, shuffled)
+
+    def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
+        key, k_roll, k_est, k_epochs = jax.random.split(state.key, 4)
+        env_state, obs, traj = rollout(env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps)
+        est = estimate(agents, state.actor.params, state.critic.params, traj, k_est)
+        batch = Batch(
+            obs=traj.obs,
+            action=traj.action,
+            log_prob=traj.log_prob,
+            advantages=est.advantages,
+            targets=est.targets,
+            old_predictions=est.old_predictions,
+            joint_samples=est.joint_samples,
+        )
+        flat = jax.tree.map(lambda x: x.reshape(b, *x.shape[2:]), batch)
+        nets, stats = jax.lax.scan(
+            lambda n, k: epoch(n, k, flat), (state.actor, state.critic), jax.random.split(k_epochs, cfg.update_epochs)
+        )
+        ended = (traj.terminated | traj.truncated).astype(jnp.float32)
+        num_ended = ended.sum()
+        metrics = {name: v.mean() for name, v in stats.items()}
+        metrics.update(
+            env_steps=(state.update + 1) * b,
+            # Mean over episodes that ended in this rollout; NaN when none did.
+            **{"return": traj.episode_return.sum() / num_ended},
+            episode_length=traj.episode_length.sum() / num_ended,
+            critic_sample_var=est.sample_variance.mean(),
+        )
+        new_state = RunnerState(
+            actor=nets[0], critic=nets[1], env_state=env_state, obs=obs, key=key, update=state.update + 1
+        )
+        return new_state, {name: metrics[name] for name in METRICS}
+
+    return train_step
