@@ -123,7 +123,7 @@ def estimate(
     lam_returns = lambda next_v: adv.lambda_returns(traj.reward, next_v, term, end, cfg.gamma, cfg.gae_lambda)
     if not cfg.uses_q_critic:
         values = agents.state_values(critic_params, traj.obs)
-        returns = lam_returns(agents.state_values(critic_params, traj.final_obs))
+        returns = lam_returns(next_step_values(values, agents.state_values(critic_params, traj.final_obs), ended))
         return CriticEstimates(
             advantages=returns - values,
             targets=returns,
@@ -139,16 +139,15 @@ def estimate(
     q_next, _ = marginal_q(agents.q_samples(critic_params, traj.final_obs, agents.sample_others(key_next, pi_next)))
     q_taken = adv.take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
     v_now = adv.expected_value(q_now, pi_now.probs)  # V^_i(s_t)
-    v_next = adv.expected_value(q_next, pi_next.probs)  # V^_i(s'_t), s' before any reset
+    v_final = adv.expected_value(q_next, pi_next.probs)  # V^_i(s'_t), s' before any reset
     if cfg.advantage == "sarsa":
-        returns = lam_returns(_sarsa_bootstrap(q_taken, v_next, ended))
+        # Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; the expectation V^_i(s') where it
+        # is not (the last step, or a step that ended an episode, whose next action was never taken).
+        returns = lam_returns(next_step_values(q_taken, v_final, ended))
         advantages = returns - q_taken
     else:
-        returns = lam_returns(v_next)
-        if cfg.advantage == "td":
-            advantages = returns - v_now
-        else:
-            advantages = q_taken - v_now
+        returns = lam_returns(next_step_values(v_now, v_final, ended))
+        advantages = returns - v_now if cfg.advantage == "td" else q_taken - v_now
     return CriticEstimates(
         advantages=advantages,
         targets=returns,
@@ -158,11 +157,15 @@ def estimate(
     )
 
 
-def _sarsa_bootstrap(q_taken: chex.Array, v_next: chex.Array, ended: chex.Array) -> chex.Array:
-    """Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; where it is not (last step, or the
-    step that ended an episode, whose next action was never taken) the expectation V^_i(s'_t)."""
-    shifted = jnp.concatenate([q_taken[1:], v_next[-1:]], axis=0)
-    return jnp.where(ended[..., None], v_next, shifted)
+def next_step_values(values: chex.Array, final_values: chex.Array, ended: chex.Array) -> chex.Array:
+    """Bootstrap values ``[T, E, N]`` of the state each step reached.
+
+    Where the episode went on, that state is the next step's, so its value estimate is reused (then GAE
+    over these values telescopes exactly); where the episode ended, or at the last step, it is the
+    value of the final observation (used only on truncation: ``lambda_returns`` drops it on termination).
+    """
+    following = jnp.concatenate([values[1:], final_values[-1:]], axis=0)
+    return jnp.where(ended[..., None], final_values, following)
 
 
 def _broadcast_ids(obs: chex.Array, n: int) -> chex.Array:

@@ -23,7 +23,7 @@ class Config:
     env: str = "mpe"
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     algo: str = "perla_mappo"
-    advantage: str = "counterfactual"
+    advantage: str = "td"
     k: int = 16
     num_envs: int = 16
     num_steps: int = 128

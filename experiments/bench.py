@@ -1,0 +1,224 @@
+"""Training throughput and peak host memory of the perla_jax trainers, in env steps per second.
+
+Env steps follow the JaxMARL convention: transitions summed over the vectorised environments and
+the vmapped seeds (one transition moves every agent once). Each configuration runs in its own
+subprocess so that its peak resident memory (``ru_maxrss``) is its own.
+
+    python experiments/bench.py                       # full grid, markdown table on stdout
+    python experiments/bench.py --quick               # smoke test
+    python experiments/bench.py --write BENCHMARKS.md --jaxmarl-baseline 12345
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+COLUMNS = ("algo", "K", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
+RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env
+
+
+def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dict | None):
+    """Returns ``(jitted fn, initial state, env steps per call)`` for one configuration."""
+    import jax
+
+    from perla_jax import Config, make_env, make_trainer
+
+    cfg = Config(algo="mappo" if algo == RANDOM else algo, k=k, **base)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), seeds)
+    steps = updates * cfg.num_envs * cfg.num_steps * seeds
+    if algo != RANDOM:
+        trainer = make_trainer(cfg)
+        state = jax.jit(jax.vmap(trainer.init)).lower(keys).compile(options)(keys)
+        return jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates)[0])), state, steps
+    env = make_env(cfg.env, cfg.env_kwargs)
+
+    def env_step(carry, key):
+        env_state, total = carry
+        k_act, k_step = jax.random.split(key)
+        actions = env.random_actions(k_act)
+        env_state, tr = env.step(k_step, env_state, actions)
+        return (env_state, total + tr.reward.sum()), None
+
+    def one_seed(carry):
+        env_state, total, key = carry
+
+        def block(c, _):
+            env_state, total, key = c
+            key, sub = jax.random.split(key)
+            step_keys = jax.random.split(sub, (cfg.num_steps, cfg.num_envs))
+            (env_state, total), _ = jax.lax.scan(jax.vmap(env_step), (env_state, total), step_keys)
+            return (env_state, total, key), None
+
+        return jax.lax.scan(block, (env_state, total, key), None, updates)[0]
+
+    def init(key):
+        _, env_state = jax.vmap(env.reset)(jax.random.split(key, cfg.num_envs))
+        return env_state, jax.numpy.zeros(cfg.num_envs), key
+
+    return jax.jit(jax.vmap(one_seed)), jax.jit(jax.vmap(init)).lower(keys).compile(options)(keys), steps
+
+
+def measure(
+    algo: str, k: int, seeds: int, updates: int, repeats: int, base: dict | None = None, options: dict | None = None
+) -> dict:
+    """Compiles one configuration, runs one warm-up call, times ``repeats`` calls; returns a result row.
+
+    ``base`` overrides Config fields; ``options`` are XLA compiler options (tests use them to compile faster).
+    """
+    import jax
+
+    fn, state, steps = _build(algo, k, seeds, updates, dict(base or {}), options)
+    t0 = time.perf_counter()
+    compiled = fn.lower(state).compile(options)
+    compile_s = time.perf_counter() - t0
+    state = jax.block_until_ready(compiled(state))  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(compiled(state))
+        rates.append(steps / (time.perf_counter() - t0))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return {
+        "algo": algo, "K": k if algo.startswith("perla") else None, "seeds": seeds, "updates": updates,
+        "median": statistics.median(rates), "min": min(rates), "max": max(rates),
+        "compile_s": compile_s, "peak_mib": peak_mib,
+    }
+
+
+def run_isolated(spec: dict) -> dict:
+    """Runs :func:`measure` in a fresh Python process and returns its row (peak memory is that process's)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench child failed for {spec}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table with one row per configuration."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = (
+            r["algo"], "-" if r["K"] is None else str(r["K"]), str(r["seeds"]), str(r["updates"]),
+            f"{r['median']:,.0f}", f"{r['min']:,.0f}-{r['max']:,.0f}", f"{r['compile_s']:.1f}", f"{r['peak_mib']:.0f}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratio_checks(rows: list[dict], jaxmarl_baseline: float | None) -> list[str]:
+    """The two ratio checks as markdown bullet lines."""
+    lines = []
+    rate = {(r["algo"], r["K"], r["seeds"]): r["median"] for r in rows}
+    for seeds in sorted({r["seeds"] for r in rows}):
+        perla, mappo = rate.get(("perla_mappo", 16, seeds)), rate.get(("mappo", None, seeds))
+        if perla and mappo:
+            ok = "met" if perla / mappo >= 0.6 else "NOT met"
+            lines.append(f"- perla_mappo K=16 / mappo at {seeds} seed(s): {perla / mappo:.2f} (target >= 0.6: {ok})")
+    mappo1 = rate.get(("mappo", None, 1))
+    if mappo1 and jaxmarl_baseline:
+        r = mappo1 / jaxmarl_baseline
+        verdict = "met" if r >= 1.0 else "NOT met"
+        lines.append(
+            f"- mappo 1 seed / JaxMARL ippo_ff_mpe ({jaxmarl_baseline:,.0f} steps/s): {r:.2f} "
+            f"(target >= 1.0: {verdict}; aim 1.5)"
+        )
+    elif mappo1:
+        lines.append("- mappo 1 seed / JaxMARL ippo_ff_mpe: not computed (no --jaxmarl-baseline given)")
+    return lines
+
+
+def machine_info() -> str:
+    """CPU model, core count, jax version, backend and devices, as one line."""
+    import jax
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    devices = ", ".join(str(d) for d in jax.devices())
+    return f"{model}, {os.cpu_count()} cores; jax {jax.__version__}, backend {jax.default_backend()} ({devices})"
+
+
+def replace_section(text: str, body: str) -> str:
+    """Returns ``text`` with the part between the bench markers replaced by ``body`` (markers appended if absent)."""
+    block = f"{START}\n{body.strip()}\n{END}"
+    i = text.find(START)
+    j = text.find(END, i + len(START)) if i >= 0 else -1
+    if i < 0 or j < 0:
+        return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    return text[:i] + block + text[j + len(END):]
+
+
+def write_report(path: str, body: str) -> None:
+    """Replaces the bench section of ``path``, creating the file if needed."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    with open(path, "w") as f:
+        f.write(replace_section(text, body))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", default=["mappo", "perla_mappo"])
+    p.add_argument("--ks", nargs="+", type=int, default=[1, 4, 16, 64], help="K values for perla_* algos")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--updates", type=int, default=4, help="updates per timed call (n of run_updates)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls R; the median is reported")
+    p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 updates, seeds 1 2, K 1 4, 3 repeats")
+    p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
+    p.add_argument("--jaxmarl-baseline", type=float, help="JaxMARL ippo_ff_mpe 1-seed steps/s on this machine")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # child mode: JSON spec for measure()
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(**json.loads(args.one))))
+        return
+    if args.quick:
+        args.updates, args.seeds, args.ks, args.repeats = 2, [1, 2], [1, 4], 3
+    specs = []
+    for seeds in args.seeds:
+        for algo in args.algos + ([] if args.no_random else [RANDOM]):
+            for k in args.ks if algo.startswith("perla") else [1]:
+                specs.append(dict(algo=algo, k=k, seeds=seeds, updates=args.updates, repeats=args.repeats))
+    load_before = os.getloadavg()
+    rows = []
+    for spec in specs:
+        rows.append(run_isolated(spec))
+        print(f"done {spec['algo']} K={spec['k']} seeds={spec['seeds']}: {rows[-1]['median']:,.0f} steps/s",
+              file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+    table = format_table(rows)
+    checks = ratio_checks(rows, args.jaxmarl_baseline)
+    print(table + "\n\n" + "\n".join(checks))
+    if args.write:
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        command = shlex.join(["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else argv))
+        body = "\n".join([
+            table, "",
+            f"Command: `{command}`  ",
+            f"Date: {now}  ",
+            f"Machine: {machine_info()}  ",
+            "Load average (1 min) before/after: " + f"{load_before[0]:.2f} / {load_after[0]:.2f}", "",
+            "Default Config (16 envs x 128 steps, MPE simple_spread); `random` is the random-policy rollout "
+            "ceiling. Each row: compile, one warm-up call, then the median of R timed calls of "
+            "`run_updates(state, n)`; peak MiB is ru_maxrss of the row's own subprocess.", "",
+            *checks,
+        ])
+        write_report(args.write, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""What a training run leaves on disk: its config, a per-seed metrics CSV and a learning-curve PNG.
+
+Layout of a run folder (default ``runs/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>/``)::
+
+    config.json         Config.to_dict(), loadable with read_config
+    metrics.csv         columns seed, update, *METRICS; one row per (update, seed)
+    learning_curve.png  mean return over seeds with a 95% confidence band, against env steps
+
+``seed`` is the index (0..num_seeds-1) of the key split from ``PRNGKey(cfg.seed)``; ``update`` counts
+updates done, from 1, so ``env_steps == update * cfg.batch_size``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from perla_jax.config import Config
+from perla_jax.train import METRICS
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "learning_curve.png"
+COLUMNS = ("seed", "update", *METRICS)
+Z95 = 1.96  # two-sided 95% quantile of the standard normal
+
+
+def default_run_dir(cfg: Config, now: _dt.datetime | None = None, root: str | Path = "runs") -> Path:
+    """``<root>/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>`` for ``now`` (default: the current local time)."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{cfg.env}-{cfg.algo}-k{cfg.k}-{stamp}"
+
+
+def write_config(run_dir: str | Path, cfg: Config) -> Path:
+    """Writes ``cfg.to_dict()`` as ``config.json`` in ``run_dir`` and returns the file's path."""
+    path = Path(run_dir) / CONFIG_FILE
+    path.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_config(run_dir: str | Path) -> Config:
+    """The Config stored in ``run_dir/config.json`` (JSON lists come back as the tuples they were)."""
+    return Config.from_dict(json.loads((Path(run_dir) / CONFIG_FILE).read_text()))
+
+
+def metrics_rows(metrics: Mapping[str, np.ndarray], first_update: int) -> list[list]:
+    """CSV rows for one chunk of metrics shaped ``[S, n]`` (seed, update); updates are numbered from
+    ``first_update``. Rows are ordered by update, then seed. Floats are written with ``repr`` so they
+    read back exactly; ``env_steps`` stays an integer."""
+    arrays = {name: np.asarray(metrics[name]) for name in METRICS}
+    num_seeds, n = arrays[METRICS[0]].shape
+    rows = []
+    for u in range(n):
+        for s in range(num_seeds):
+            values = [_cell(name, arrays[name][s, u]) for name in METRICS]
+            rows.append([s, first_update + u, *values])
+    return rows
+
+
+def _cell(name: str, value) -> int | str:
+    return int(value) if name == "env_steps" else repr(float(value))
+
+
+def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_update: int) -> int:
+    """Appends one chunk of ``[S, n]`` metrics to the CSV at ``path`` (writing the header if the file is
+    new or empty) and returns the number of rows written. The file is closed, hence flushed, before
+    returning, so rows of finished chunks survive an interrupted run."""
+    path = Path(path)
+    fresh = not path.exists() or path.stat().st_size == 0
+    if not fresh:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) != COLUMNS:
+            raise ValueError(f"{path} has columns {header}, expected {list(COLUMNS)}")
+    rows = metrics_rows(metrics, first_update)
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if fresh:
+            writer.writerow(COLUMNS)
+        writer.writerows(rows)
+    return len(rows)
+
+
+def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
+    """The CSV at ``path`` as arrays ``[S, U]`` per column (``U`` = updates written for every seed;
+    a trailing update some seeds lack is dropped). ``seed`` and ``update`` come back as ints."""
+    with Path(path).open(newline="") as f:
+        records = list(csv.DictReader(f))
+    if not records:
+        raise ValueError(f"{path} holds no metrics rows")
+    seeds = sorted({int(r["seed"]) for r in records})
+    by_seed: dict[int, dict[int, dict]] = {s: {} for s in seeds}
+    for r in records:
+        by_seed[int(r["seed"])][int(r["update"])] = r
+    updates = sorted(set.intersection(*(set(rows) for rows in by_seed.values())))
+    out = {}
+    for name in COLUMNS:
+        dtype = np.int64 if name in ("seed", "update", "env_steps") else np.float64
+        out[name] = np.array([[float(by_seed[s][u][name]) for u in updates] for s in seeds], dtype=dtype)
+    return out
+
+
+def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, 95% half-width and count along ``axis`` with NaNs ignored.
+
+    The half-width is the normal approximation ``1.96 * std / sqrt(n)`` with the sample standard
+    deviation (ddof=1) over the ``n`` finite values; it is NaN where ``n < 2`` and the mean is NaN
+    where ``n == 0``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    n = finite.sum(axis=axis)
+    filled = np.where(finite, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=axis) / n
+        dev = np.where(finite, values - np.expand_dims(mean, axis), 0.0)
+        std = np.sqrt((dev**2).sum(axis=axis) / (n - 1))
+        half = np.where(n >= 2, Z95 * std / np.sqrt(n), np.nan)
+    return mean, half, n
+
+
+def last_finite(values: np.ndarray) -> np.ndarray:
+    """Per row of ``[S, U]``, the last finite value (NaN for a row without one)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(values.shape[0], np.nan)
+    for s, row in enumerate(values):
+        idx = np.flatnonzero(np.isfinite(row))
+        if idx.size:
+            out[s] = row[idx[-1]]
+    return out
+
+
+def plot_learning_curve(run_dir: str | Path, cfg: Config | None = None) -> Path:
+    """Draws ``learning_curve.png`` in ``run_dir`` from its ``metrics.csv``: the mean return over seeds
+    (NaN returns ignored) with a shaded band of mean ± 1.96·std/sqrt(S) (see ``mean_ci``), against env
+    steps. Uses matplotlib's Agg canvas directly, so no display or pyplot state is involved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    run_dir = Path(run_dir)
+    cfg = cfg or read_config(run_dir)
+    m = read_metrics(run_dir / METRICS_FILE)
+    steps = m["env_steps"][0]
+    mean, half, _ = mean_ci(m["return"], axis=0)
+    num_seeds = m["return"].shape[0]
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(steps, mean, marker="o" if steps.size < 20 else None, label="mean return")
+    if num_seeds > 1:
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.25, label="95% CI (normal approx.)")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(f"{cfg.env} | {cfg.algo} | K={cfg.k} | {num_seeds} seed{'s' if num_seeds != 1 else ''}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    path = run_dir / CURVE_FILE
+    fig.savefig(path)
+    return path
+
+
+def format_mean_ci(mean: float, half: float) -> str:
+    """``"m ± h"``, or just ``"m"`` when the half-width is undefined (fewer than two seeds)."""
+    return f"{mean:.3f}" if not math.isfinite(half) else f"{mean:.3f} ± {half:.3f}"

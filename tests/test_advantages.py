@@ -1,0 +1,113 @@
+"""TD(lambda) returns, GAE, advantages and PPO losses against hand-computed values."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from perla_jax.advantages import counterfactual_advantage, expected_value, gae, lambda_returns, take_action
+from perla_jax.agents import next_step_values
+from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
+
+R = jnp.array([1.0, 2.0, 3.0, 4.0])
+NEXT_V = jnp.array([10.0, 20.0, 30.0, 40.0])
+NONE = jnp.zeros(4, bool)
+
+
+def test_lambda_returns_by_hand_with_truncation():
+    # gamma = lam = 0.5; the episode is truncated at t = 1: bootstrap on next_v[1], cut the recursion.
+    end = jnp.array([False, True, False, False])
+    got = lambda_returns(R, NEXT_V, NONE, end, 0.5, 0.5)
+    # G3 = 4 + .5*40 = 24; G2 = 3 + .5*(30 + .5*(24-30)) = 16.5; G1 = 2 + .5*20 = 12;
+    # G0 = 1 + .5*(10 + .5*(12-10)) = 6.5
+    np.testing.assert_allclose(got, [6.5, 12.0, 16.5, 24.0])
+
+
+def test_lambda_returns_by_hand_with_termination():
+    term = jnp.array([False, True, False, False])
+    got = lambda_returns(R, NEXT_V, term, term, 0.5, 0.5)
+    # G1 = 2 (no bootstrap); G0 = 1 + .5*(10 + .5*(2-10)) = 4
+    np.testing.assert_allclose(got, [4.0, 2.0, 16.5, 24.0])
+
+
+def test_lambda_zero_is_one_step_target_and_lambda_one_is_monte_carlo():
+    np.testing.assert_allclose(lambda_returns(R, NEXT_V, NONE, NONE, 0.9, 0.0), R + 0.9 * NEXT_V)
+    mc = lambda_returns(R, NEXT_V, NONE, NONE, 1.0, 1.0)
+    np.testing.assert_allclose(mc, [50.0, 49.0, 47.0, 44.0])  # rewards to go + next_v[-1] = 40
+
+
+def classic_gae(r, v, v_last, term, end, gamma, lam):
+    """Textbook loop: delta_t = r + gamma (1-term) v_{t+1} - v_t; A_t = delta_t + gamma lam (1-end_t) A_{t+1}."""
+    T = len(r)
+    adv = np.zeros(T)
+    nxt = 0.0
+    for t in reversed(range(T)):
+        v_next = v_last[t] if (end[t] or t == T - 1) else v[t + 1]
+        delta = r[t] + gamma * (1 - term[t]) * v_next - v[t]
+        nxt = delta + gamma * lam * (1 - end[t]) * nxt
+        adv[t] = nxt
+    return adv
+
+
+def test_gae_matches_textbook_loop_with_mixed_episode_ends():
+    rng = np.random.default_rng(0)
+    T = 12
+    r, v, v_final = rng.normal(size=T), rng.normal(size=T), rng.normal(size=T)
+    term = np.zeros(T, bool)
+    trunc = np.zeros(T, bool)
+    term[3], trunc[7] = True, True
+    end = term | trunc
+    nv = next_step_values(jnp.asarray(v)[:, None, None], jnp.asarray(v_final)[:, None, None], jnp.asarray(end)[:, None])
+    got, returns = gae(
+        jnp.asarray(r)[:, None, None], jnp.asarray(v)[:, None, None], nv,
+        jnp.asarray(term)[:, None, None], jnp.asarray(end)[:, None, None], 0.99, 0.95,
+    )
+    want = classic_gae(r, v, v_final, term, end, 0.99, 0.95)
+    np.testing.assert_allclose(got[:, 0, 0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(returns[:, 0, 0], want + v, rtol=1e-5, atol=1e-5)
+
+
+def test_next_step_values_uses_final_value_only_at_ends_and_last_step():
+    values = jnp.arange(4.0)[:, None, None]
+    final = 10.0 + jnp.arange(4.0)[:, None, None]
+    ended = jnp.array([False, True, False, False])[:, None]
+    np.testing.assert_array_equal(next_step_values(values, final, ended)[:, 0, 0], [1.0, 11.0, 3.0, 13.0])
+
+
+def test_counterfactual_advantage_by_hand_and_zero_mean_under_policy():
+    q = jnp.array([[1.0, 3.0, -2.0]])
+    p = jnp.array([[0.5, 0.25, 0.25]])
+    baseline = 0.5 + 0.75 - 0.5
+    assert float(expected_value(q, p)[0]) == pytest.approx(baseline)
+    for a in range(3):
+        assert float(counterfactual_advantage(q, p, jnp.array([a]))[0]) == pytest.approx(float(q[0, a]) - baseline)
+    mean_adv = sum(float(p[0, a]) * float(counterfactual_advantage(q, p, jnp.array([a]))[0]) for a in range(3))
+    assert mean_adv == pytest.approx(0.0, abs=1e-7)
+    np.testing.assert_array_equal(take_action(q, jnp.array([1])), [3.0])
+
+
+def test_ppo_actor_loss_at_ratio_one_and_when_clipped():
+    adv = jnp.array([1.0, -2.0])
+    ent = jnp.array([0.5, 0.7])
+    lp = jnp.log(jnp.array([0.3, 0.6]))
+    loss, stats = ppo_actor_loss(lp, lp, adv, ent, 0.2, 0.1)
+    assert float(stats["actor_loss"]) == pytest.approx(0.5)  # -mean(adv)
+    assert float(loss) == pytest.approx(0.5 - 0.1 * 0.6)
+    assert float(stats["approx_kl"]) == pytest.approx(0.0, abs=1e-7)
+    # ratio 2 on a positive advantage is clipped at 1.2; ratio 0.5 on a negative one at 0.8.
+    _, stats = ppo_actor_loss(lp + jnp.log(jnp.array([2.0, 0.5])), lp, adv, ent, 0.2, 0.0)
+    assert float(stats["actor_loss"]) == pytest.approx(-(1.2 * 1.0 + 0.8 * -2.0) / 2)
+    assert float(stats["clip_frac"]) == 1.0
+    assert float(stats["approx_kl"]) == pytest.approx(((1 - np.log(2)) + (-0.5 + np.log(2))) / 2)
+
+
+def test_clipped_value_loss_by_hand():
+    # prediction moved from 0 to 1 with clip 0.2 towards a target of 2: max(1^2, 1.8^2) / 2.
+    assert float(clipped_value_loss(jnp.array([1.0]), jnp.array([0.0]), jnp.array([2.0]), 0.2)) == pytest.approx(1.62)
+    # moving away from an overshoot is not clipped: max(0.5^2, 0.3^2)/2
+    assert float(clipped_value_loss(jnp.array([0.5]), jnp.array([0.0]), jnp.array([1.0]), 0.2)) == pytest.approx(0.32)
+
+
+def test_normalise():
+    x = normalise(jnp.array([1.0, 2.0, 3.0, 6.0]))
+    assert float(x.mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(x.std()) == pytest.approx(1.0, abs=1e-6)

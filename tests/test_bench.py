@@ -1,0 +1,72 @@
+"""Smoke test of experiments/bench.py: one tiny in-process measurement and the markdown helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+
+import pytest
+
+BENCH_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench.py"
+TINY = dict(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1)
+# Unoptimised XLA compiles several times faster; the test checks the plumbing, not the speed.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The bench script loaded as a module (experiments/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parse_rows(table: str) -> list[dict[str, str]]:
+    lines = [ln for ln in table.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert set(lines[1].replace("|", "")) <= set("-: ")
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")), strict=True)) for ln in lines[2:]]
+
+
+@pytest.mark.timeout(120)
+def test_quick_measure_table_parses(bench):
+    # One combo only, to stay well under 40 s on 2 cores; a non-perla row is faked for the K column.
+    row = bench.measure("perla_mappo", k=2, seeds=1, updates=1, repeats=2, base=TINY, options=FAST_COMPILE)
+    parsed = _parse_rows(bench.format_table([row, dict(row, algo=bench.RANDOM, K=None)]))
+    assert [r["algo"] for r in parsed] == ["perla_mappo", bench.RANDOM]
+    assert parsed[0]["K"] == "2" and parsed[1]["K"] == "-"
+    for r in parsed:
+        assert set(r) == set(bench.COLUMNS)
+        low, high = (float(x.replace(",", "")) for x in r["min-max steps/s"].split("-"))
+        for text in (r["steps/s (median)"], r["compile s"], r["peak MiB"]):
+            value = float(text.replace(",", ""))
+            assert math.isfinite(value) and value >= 0
+        assert 0 < low <= float(r["steps/s (median)"].replace(",", "")) <= high
+        assert float(r["peak MiB"]) > 0
+
+
+def test_ratio_checks(bench):
+    row = dict(updates=1, min=1.0, max=1.0, compile_s=1.0, peak_mib=1.0, seeds=1)
+    rows = [dict(row, algo="mappo", K=None, median=100.0), dict(row, algo="perla_mappo", K=16, median=70.0)]
+    lines = bench.ratio_checks(rows, jaxmarl_baseline=50.0)
+    assert "0.70 (target >= 0.6: met)" in lines[0]
+    assert "2.00 (target >= 1.0: met" in lines[1]
+
+
+def test_replace_section_keeps_outside_text(bench):
+    text = f"# Title\nbefore\n{bench.START}\nold table\n{bench.END}\nafter\n"
+    out = bench.replace_section(text, "new table")
+    assert out == f"# Title\nbefore\n{bench.START}\nnew table\n{bench.END}\nafter\n"
+    assert bench.replace_section(out, "new table") == out  # idempotent
+
+
+def test_replace_section_appends_markers_when_absent(bench, tmp_path):
+    assert bench.replace_section("# Notes\nkeep me\n", "t") == f"# Notes\nkeep me\n\n{bench.START}\nt\n{bench.END}\n"
+    target = tmp_path / "BENCHMARKS.md"
+    bench.write_report(str(target), "table one")
+    bench.write_report(str(target), "table two")
+    text = target.read_text()
+    assert text.startswith("# Benchmarks\n") and "table two" in text and "table one" not in text
+    assert text.count(bench.START) == 1 and text.count(bench.END) == 1

@@ -1,0 +1,188 @@
+"""The experiments/run.py CLI end to end (one tiny compiled run) and the recording helpers it uses."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perla_jax import METRICS, Config, recording
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "run.py"
+# mappo compiles in about half the time of perla_mappo; the trainers themselves are tested elsewhere.
+TINY = (
+    "--algo mappo --k 2 --seeds 2 --num-envs 2 --num-steps 32 --total-timesteps 128 --num-minibatches 2 "
+    "--update-epochs 1 --actor-hidden 8,8 --critic-hidden 8,8"
+).split()
+TINY_CFG = dict(
+    algo="mappo", k=2, num_seeds=2, num_envs=2, num_steps=32, total_timesteps=128, num_minibatches=2,
+    update_epochs=1, actor_hidden=(8, 8), critic_hidden=(8, 8),
+)
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("perla_run_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _load_cli()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny training run shared by the end-to-end checks (it is the only compilation here)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    returned = cli.main([*TINY, "--out", str(out)])
+    return returned, out
+
+
+def test_run_writes_config_that_round_trips(tiny_run):
+    returned, out = tiny_run
+    assert returned == out
+    assert recording.read_config(out) == Config(**TINY_CFG)
+
+
+def test_run_writes_one_metrics_row_per_seed_and_update(tiny_run):
+    _, out = tiny_run
+    cfg = Config(**TINY_CFG)
+    with (out / "metrics.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == ("seed", "update", *METRICS)
+        rows = list(reader)
+    assert len(rows) == cfg.num_seeds * cfg.num_updates == 4
+    assert sorted((int(r["seed"]), int(r["update"])) for r in rows) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for r in rows:
+        assert int(r["env_steps"]) == int(r["update"]) * cfg.batch_size
+        for name in ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_frac", "critic_sample_var"):
+            assert math.isfinite(float(r[name])), (name, r)
+        # 32-step rollouts are longer than an MPE episode, so every update ends one.
+        assert math.isfinite(float(r["return"]))
+
+
+def test_run_draws_a_png_learning_curve(tiny_run):
+    _, out = tiny_run
+    data = (out / "learning_curve.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 300 and height >= 200
+    assert len(data) > 5_000  # axes, labels and a curve, not a blank canvas
+
+
+def test_run_refuses_an_out_folder_that_already_has_metrics(tiny_run, capsys):
+    _, out = tiny_run
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*TINY, "--out", str(out)])
+    assert exc.value.code == 2
+    assert "already holds metrics.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--k", "0"], "k=0"),
+        (["--env", "nope"], "env='nope'"),
+        (["--num-minibatches", "3"], "num_minibatches=3"),
+        (["--total-timesteps", "1e1"], "total_timesteps=10"),
+        (["--actor-hidden", "8,x"], "--actor-hidden"),
+        (["--env-kwargs", "[1]"], "--env-kwargs"),
+        (["--chunk-size", "3"], "chunk_size=3"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_field_before_writing(args, field, tmp_path, capsys):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*TINY, *args, "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and field in err, err
+    assert not out.exists()
+
+
+def test_option_parsing():
+    args = cli.build_parser().parse_args(["--total-timesteps", "2e6", "--no-anneal-lr", "--env-kwargs", '{"a": 1}'])
+    assert args.total_timesteps == 2_000_000 and isinstance(args.total_timesteps, int)
+    assert args.anneal_lr is False and args.env_kwargs == {"a": 1}
+    defaults = cli.build_parser().parse_args([])
+    assert defaults.actor_hidden == (64, 64) and defaults.env_kwargs == {} and defaults.num_seeds == 1
+
+
+def test_help_lists_every_config_field():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    for field in dataclasses.fields(Config):
+        assert cli.option_name(field.name) in result.stdout, field.name
+    assert "--seeds" in result.stdout and "(default: 64,64)" in result.stdout
+    assert "--out" in result.stdout and "--chunk-size" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "num_updates, expected", [(1, 1), (2, 1), (49, 1), (100, 2), (97, 1), (120, 2), (150, 3), (1000, 20), (1536, 24)]
+)
+def test_chunk_size_divides_and_gives_about_fifty_calls(num_updates, expected):
+    chunk = cli.choose_chunk_size(num_updates)
+    assert chunk == expected
+    assert num_updates % chunk == 0 and chunk <= max(1, num_updates // 50)
+
+
+def test_append_metrics_across_two_chunks_is_exact(tmp_path):
+    path = tmp_path / "metrics.csv"
+    rng = np.random.default_rng(0)
+
+    def chunk(first: int, n: int) -> dict[str, np.ndarray]:
+        m = {name: rng.normal(size=(2, n)).astype(np.float32) for name in METRICS}
+        m["env_steps"] = np.array([[(first + u) * 64 for u in range(n)]] * 2, dtype=np.int32)
+        m["return"][1, 0] = np.nan  # no episode ended for seed 1 in this update
+        return m
+
+    first, second = chunk(1, 2), chunk(3, 3)
+    assert recording.append_metrics(path, first, first_update=1) == 4
+    assert recording.append_metrics(path, second, first_update=3) == 6
+
+    with path.open(newline="") as f:
+        lines = list(csv.reader(f))
+    assert tuple(lines[0]) == recording.COLUMNS and len(lines) == 1 + 10
+    assert [(int(r[0]), int(r[1])) for r in lines[1:5]] == [(0, 1), (1, 1), (0, 2), (1, 2)]
+
+    back = recording.read_metrics(path)
+    assert back["update"].tolist() == [[1, 2, 3, 4, 5]] * 2
+    for name in METRICS:
+        expected = np.concatenate([first[name], second[name]], axis=1).astype(np.float64)
+        np.testing.assert_array_equal(back[name], expected)  # exact: floats are written with repr
+
+    with pytest.raises(ValueError, match="columns"):
+        bad = tmp_path / "other.csv"
+        bad.write_text("a,b\n")
+        recording.append_metrics(bad, first, first_update=1)
+
+
+def test_mean_ci_ignores_nan():
+    values = np.array([[1.0, np.nan], [3.0, 2.0], [np.nan, np.nan]]).T  # [S=2, U=3]
+    mean, half, n = recording.mean_ci(values, axis=0)
+    np.testing.assert_allclose(mean[:2], [1.0, 2.5])
+    assert math.isnan(mean[2]) and n.tolist() == [1, 2, 0]
+    assert math.isnan(half[0]) and half[1] == pytest.approx(1.96 * np.std([3.0, 2.0], ddof=1) / np.sqrt(2))
+    np.testing.assert_array_equal(recording.last_finite(values), [3.0, 2.0])
+
+
+def test_default_run_dir_name():
+    import datetime
+
+    cfg = Config(**TINY_CFG)
+    path = recording.default_run_dir(cfg, now=datetime.datetime(2026, 1, 2, 3, 4, 5))
+    assert path == Path("runs") / "mpe-mappo-k2-20260102-030405"

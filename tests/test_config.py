@@ -1,0 +1,56 @@
+"""Config validation: every bad value names the field, the value and what is allowed."""
+
+import pytest
+
+from perla_jax import Config, make_env, resolve_env_name
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"k": 0}, ["k=0", ">= 1"]),
+        ({"k": 2.5}, ["k=2.5", "integer"]),
+        ({"algo": "qmix"}, ["algo='qmix'", "perla_mappo", "mappo", "ippo"]),
+        ({"advantage": "gae"}, ["advantage='gae'", "counterfactual", "td", "sarsa"]),
+        ({"env": "atari"}, ["env='atari'", "unknown", "MPE_simple_spread_v3"]),
+        ({"env": "MPE_simple_tag_v3"}, ["refused", "competitive"]),
+        ({"env": "MPE_simple_speaker_listener_v4"}, ["refused", "different spaces"]),
+        ({"num_minibatches": 3}, ["num_minibatches=3", "does not divide", "2048"]),
+        ({"total_timesteps": 100}, ["total_timesteps=100", ">= 2048"]),
+        ({"total_timesteps": 1.5}, ["total_timesteps=1.5", "whole number"]),
+        ({"gamma": 1.5}, ["gamma=1.5", "[0.0, 1.0]"]),
+        ({"actor_lr": 0.0}, ["actor_lr=0.0", "(0.0, inf)"]),
+        ({"clip_eps": -1.0}, ["clip_eps=-1.0"]),
+        ({"critic_hidden": ()}, ["critic_hidden=()", "positive ints"]),
+        ({"activation": "gelu"}, ["activation='gelu'", "tanh", "relu"]),
+        ({"num_seeds": 0}, ["num_seeds=0"]),
+    ],
+)
+def test_bad_values_raise_naming_field_value_and_allowed(changes, words):
+    with pytest.raises(ValueError) as err:
+        Config(**changes)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_defaults_follow_jaxmarl_ippo_ff_mpe():
+    cfg = Config()
+    assert (cfg.num_envs, cfg.num_steps, cfg.update_epochs, cfg.num_minibatches) == (16, 128, 4, 4)
+    assert (cfg.gamma, cfg.gae_lambda, cfg.clip_eps, cfg.actor_lr) == (0.99, 0.95, 0.2, 2.5e-4)
+    assert cfg.num_updates == 10_000_000 // 2048
+    assert cfg.minibatch_size == 512
+
+
+def test_float_timesteps_lists_and_round_trip():
+    cfg = Config(total_timesteps=2e6, actor_hidden=[32, 32])
+    assert cfg.total_timesteps == 2_000_000 and cfg.actor_hidden == (32, 32)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown config fields \\['bogus'\\]"):
+        Config.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_env_aliases_and_kwargs_pass_through():
+    assert resolve_env_name("mpe") == "MPE_simple_spread_v3"
+    env = make_env("mpe", {"num_agents": 4, "num_landmarks": 4})
+    assert env.num_agents == 4 and env.obs_dim == 24 and env.num_actions == 5
+    assert make_env("MPE_simple_reference_v3").num_actions == 50
