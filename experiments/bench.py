@@ -25,6 +25,7 @@ import time
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 COLUMNS = ("algo", "K", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
 RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env
+DEFAULTS = dict(ks=[1, 4, 16, 64], seeds=[1, 8, 32], updates=4, repeats=5)
 
 
 def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dict | None):
@@ -173,12 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algos", nargs="+", default=["mappo", "perla_mappo"])
-    p.add_argument("--ks", nargs="+", type=int, default=[1, 4, 16, 64], help="K values for perla_* algos")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 8, 32])
-    p.add_argument("--updates", type=int, default=4, help="updates per timed call (n of run_updates)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls R; the median is reported")
+    p.add_argument("--ks", nargs="+", type=int, help="K values for perla_* algos (default 1 4 16 64)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seed counts (default 1 8 32)")
+    p.add_argument("--updates", type=int, help="updates per timed call, n of run_updates (default 4)")
+    p.add_argument("--repeats", type=int, help="timed calls R; the median is reported (default 5)")
     p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
-    p.add_argument("--quick", action="store_true", help="smoke test: 2 updates, seeds 1 2, K 1 4, 3 repeats")
+    p.add_argument("--quick", action="store_true", help="smoke-test defaults: 2 updates, seeds 1 2, K 1 4, 3 repeats")
     p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
     p.add_argument("--jaxmarl-baseline", type=float, help="JaxMARL ippo_ff_mpe 1-seed steps/s on this machine")
     p.add_argument("--one", help=argparse.SUPPRESS)  # child mode: JSON spec for measure()
@@ -186,8 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         print(json.dumps(measure(**json.loads(args.one))))
         return
-    if args.quick:
-        args.updates, args.seeds, args.ks, args.repeats = 2, [1, 2], [1, 4], 3
+    defaults = dict(ks=[1, 4], seeds=[1, 2], updates=2, repeats=3) if args.quick else DEFAULTS
+    for name, value in defaults.items():  # explicit flags win over --quick
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     specs = []
     for seeds in args.seeds:
         for algo in args.algos + ([] if args.no_random else [RANDOM]):

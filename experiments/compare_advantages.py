@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import sys
 import time
 
 import jax
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> str:
         label = adv if algo.startswith("perla") else "(V-critic GAE)"
         rows.append(f"| {algo} | {label} | {k} | {mean:.2f} ± {half:.2f} | {args.seeds} | {wall:.0f} |")
         print(rows[-1], flush=True)
-    cmd = "python experiments/compare_advantages.py " + " ".join(argv if argv is not None else [])
+    cmd = "python experiments/compare_advantages.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = "\n".join(
         rows
         + [

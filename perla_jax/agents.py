@@ -121,9 +121,12 @@ def estimate(
     ended = traj.terminated | traj.truncated  # [T, E]
     term, end = traj.terminated[..., None], ended[..., None]
     lam_returns = lambda next_v: adv.lambda_returns(traj.reward, next_v, term, end, cfg.gamma, cfg.gae_lambda)
+    # The states acted in and the states reached (before any reset) go through the critic as one batch.
+    both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)  # [2T, E, N, O]
+    t = traj.obs.shape[0]
     if not cfg.uses_q_critic:
-        values = agents.state_values(critic_params, traj.obs)
-        returns = lam_returns(next_step_values(values, agents.state_values(critic_params, traj.final_obs), ended))
+        values, final_values = jnp.split(agents.state_values(critic_params, both), [t])
+        returns = lam_returns(next_step_values(values, final_values, ended))
         return CriticEstimates(
             advantages=returns - values,
             targets=returns,
@@ -131,15 +134,15 @@ def estimate(
             joint_samples=None,
             sample_variance=jnp.zeros_like(values),
         )
-    key_now, key_next = jax.random.split(key)
-    pi_now = agents.policy(actor_params, traj.obs)
-    pi_next = agents.policy(actor_params, traj.final_obs)
-    samples = agents.sample_others(key_now, pi_now)  # [T, E, K, N]
-    q_now, q_var = marginal_q(agents.q_samples(critic_params, traj.obs, samples))  # [T, E, N, A]
-    q_next, _ = marginal_q(agents.q_samples(critic_params, traj.final_obs, agents.sample_others(key_next, pi_next)))
+    policy = agents.policy(actor_params, both)
+    probs_now, probs_final = jnp.split(policy.probs, [t])
+    samples_both = agents.sample_others(key, policy)  # [2T, E, K, N]
+    q_both, q_var_both = marginal_q(agents.q_samples(critic_params, both, samples_both))  # [2T, E, N, A]
+    (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]
+    samples = samples_both[:t]  # [T, E, K, N]
     q_taken = adv.take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
-    v_now = adv.expected_value(q_now, pi_now.probs)  # V^_i(s_t)
-    v_final = adv.expected_value(q_next, pi_next.probs)  # V^_i(s'_t), s' before any reset
+    v_now = adv.expected_value(q_now, probs_now)  # V^_i(s_t)
+    v_final = adv.expected_value(q_final, probs_final)  # V^_i(s'_t), s' before any reset
     if cfg.advantage == "sarsa":
         # Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; the expectation V^_i(s') where it
         # is not (the last step, or a step that ended an episode, whose next action was never taken).
