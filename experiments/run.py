@@ -55,6 +55,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "activation": "hidden-layer activation",
     "actor_agent_id": "append a one-hot agent id to actor observations",
     "share_actor": "one actor network shared by all agents",
+    "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",
     "num_seeds": "seeds trained in parallel (vmap)",
     "seed": "base PRNG seed; seed i uses split(PRNGKey(seed), seeds)[i]",
 }

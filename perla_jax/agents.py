@@ -137,7 +137,12 @@ def estimate(
     policy = agents.policy(actor_params, both)
     probs_now, probs_final = jnp.split(policy.probs, [t])
     samples_both = agents.sample_others(key, policy)  # [2T, E, K, N]
-    q_both, q_var_both = marginal_q(agents.q_samples(critic_params, both, samples_both))  # [2T, E, N, A]
+    # Time chunks bound the peak memory of the [2T, E, N, K, A] per-sample critic batch.
+    q_both, q_var_both = jax.lax.map(
+        lambda x: marginal_q(agents.q_samples(critic_params, *x)),
+        (both, samples_both),
+        batch_size=min(cfg.critic_time_chunk, 2 * t),
+    )  # [2T, E, N, A] each
     (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]
     samples = samples_both[:t]  # [T, E, K, N]
     q_taken = adv.take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)

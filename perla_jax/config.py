@@ -15,6 +15,10 @@ ACTIVATIONS = ("tanh", "relu")
 class Config:
     """Training configuration.
 
+    ``critic_time_chunk`` is how many time steps of the K-sample critic batch (K x agents x envs values
+    per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results'
+    meaning.
+
     Step counting follows JaxMARL: ``total_timesteps`` counts environment transitions summed over the
     ``num_envs`` parallel environments (one transition moves every agent once), so one update consumes
     ``num_envs * num_steps`` of them.
@@ -44,6 +48,7 @@ class Config:
     activation: str = "tanh"
     actor_agent_id: bool = False
     share_actor: bool = True
+    critic_time_chunk: int = 32
     num_seeds: int = 1
     seed: int = 0
 
@@ -56,7 +61,7 @@ class Config:
         _check_choice("algo", self.algo, ALGOS)
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
-        for name in ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds"):
+        for name in ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk"):
             _check_int_at_least(name, getattr(self, name), 1)
         _check_int_at_least("seed", self.seed, 0)
         for name in ("actor_lr", "critic_lr", "max_grad_norm"):
