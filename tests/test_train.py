@@ -29,7 +29,7 @@ SEEDS = 2
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def trained(request):
-    cfg = Config(**TINY, **VARIANTS[request.param])
+    cfg = Config(**{**TINY, **VARIANTS[request.param]})
     train = jax.jit(jax.vmap(make_train(cfg)))
     keys = jax.random.split(jax.random.PRNGKey(0), SEEDS)
     return cfg, train, keys, train(keys)
