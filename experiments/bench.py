@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SECTION = "bench"
+START, END = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
 COLUMNS = ("algo", "K", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
 RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env
 DEFAULTS = dict(ks=[1, 4, 16, 64], seeds=[1, 8, 32], updates=4, repeats=5)
@@ -155,19 +156,16 @@ def machine_info() -> str:
 
 def replace_section(text: str, body: str) -> str:
     """Returns ``text`` with the part between the bench markers replaced by ``body`` (markers appended if absent)."""
-    block = f"{START}\n{body.strip()}\n{END}"
-    i = text.find(START)
-    j = text.find(END, i + len(START)) if i >= 0 else -1
-    if i < 0 or j < 0:
-        return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    return text[:i] + block + text[j + len(END):]
+    from perla_jax import recording  # lazily, like jax: the parent process stays light
+
+    return recording.replace_marked_section(text, SECTION, body)
 
 
 def write_report(path: str, body: str) -> None:
     """Replaces the bench section of ``path``, creating the file if needed."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    with open(path, "w") as f:
-        f.write(replace_section(text, body))
+    from perla_jax import recording
+
+    recording.write_marked_section(path, SECTION, body)
 
 
 def main(argv: list[str] | None = None) -> None:

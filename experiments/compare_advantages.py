@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from scipy import stats
 
-from perla_jax import Config, make_train
+from perla_jax import Config, make_train, recording
 
 
 def final_returns(cfg: Config) -> tuple[np.ndarray, float]:
@@ -33,14 +33,6 @@ def t_interval(x: np.ndarray) -> tuple[float, float]:
     """Mean and half-width of the 95% t-interval."""
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean()), float(half)
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        return text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -73,10 +65,7 @@ def main(argv: list[str] | None = None) -> str:
         ]
     )
     if args.write:
-        with open(args.write) as f:
-            text = f.read()
-        with open(args.write, "w") as f:
-            f.write(replace_section(text, "advantages", body))
+        recording.write_marked_section(args.write, "advantages", body)
     return body
 
 

@@ -61,7 +61,8 @@ class Config:
         _check_choice("algo", self.algo, ALGOS)
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
-        for name in ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk"):
+        positive_ints = ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk")
+        for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)
         _check_int_at_least("seed", self.seed, 0)
         for name in ("actor_lr", "critic_lr", "max_grad_norm"):

@@ -170,3 +170,22 @@ def plot_learning_curve(run_dir: str | Path, cfg: Config | None = None) -> Path:
 def format_mean_ci(mean: float, half: float) -> str:
     """``"m ± h"``, or just ``"m"`` when the half-width is undefined (fewer than two seeds)."""
     return f"{mean:.3f}" if not math.isfinite(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def replace_marked_section(text: str, name: str, body: str) -> str:
+    """``text`` with the part between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced by ``body``;
+    the marked block is appended when the markers are absent. Text outside the markers is kept."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    if i < 0 or j < 0:
+        return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    return text[:i] + block + text[j + len(end) :]
+
+
+def write_marked_section(path: str | Path, name: str, body: str, title: str = "# Benchmarks") -> None:
+    """Replaces section ``name`` of the markdown file at ``path``, creating the file (with ``title``) if needed."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else title + "\n"
+    path.write_text(replace_marked_section(text, name, body))
