@@ -24,7 +24,7 @@ import time
 
 SECTION = "bench"
 START, END = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-COLUMNS = ("algo", "K", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
+COLUMNS = ("algo", "K", "critic action layer", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
 RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env
 DEFAULTS = dict(ks=[1, 4, 16, 64], seeds=[1, 8, 32], updates=4, repeats=5)
 
@@ -92,6 +92,7 @@ def measure(
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return {
         "algo": algo, "K": k if algo.startswith("perla") else None, "seeds": seeds, "updates": updates,
+        "layer": (base or {}).get("critic_action_layer", "first") if algo.startswith("perla") else None,
         "median": statistics.median(rates), "min": min(rates), "max": max(rates),
         "compile_s": compile_s, "peak_mib": peak_mib,
     }
@@ -111,7 +112,7 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         cells = (
-            r["algo"], "-" if r["K"] is None else str(r["K"]), str(r["seeds"]), str(r["updates"]),
+            r["algo"], "-" if r["K"] is None else str(r["K"]), r.get("layer") or "-", str(r["seeds"]), str(r["updates"]),
             f"{r['median']:,.0f}", f"{r['min']:,.0f}-{r['max']:,.0f}", f"{r['compile_s']:.1f}", f"{r['peak_mib']:.0f}",
         )
         lines.append("| " + " | ".join(cells) + " |")
@@ -121,13 +122,19 @@ def format_table(rows: list[dict]) -> str:
 def ratio_checks(rows: list[dict], jaxmarl_baseline: float | None) -> list[str]:
     """The two ratio checks as markdown bullet lines."""
     lines = []
-    rate = {(r["algo"], r["K"], r["seeds"]): r["median"] for r in rows}
+    rate = {(r["algo"], r["K"], r.get("layer"), r["seeds"]): r["median"] for r in rows}
+    layers = sorted({r.get("layer") for r in rows if r.get("layer")})
     for seeds in sorted({r["seeds"] for r in rows}):
-        perla, mappo = rate.get(("perla_mappo", 16, seeds)), rate.get(("mappo", None, seeds))
-        if perla and mappo:
-            ok = "met" if perla / mappo >= 0.6 else "NOT met"
-            lines.append(f"- perla_mappo K=16 / mappo at {seeds} seed(s): {perla / mappo:.2f} (target >= 0.6: {ok})")
-    mappo1 = rate.get(("mappo", None, 1))
+        mappo = rate.get(("mappo", None, None, seeds))
+        for layer in layers:
+            perla = rate.get(("perla_mappo", 16, layer, seeds))
+            if perla and mappo:
+                ok = "met" if perla / mappo >= 0.6 else "NOT met"
+                lines.append(
+                    f"- perla_mappo K=16 ({layer}-layer actions) / mappo at {seeds} seed(s): {perla / mappo:.2f} "
+                    f"(target >= 0.6: {ok})"
+                )
+    mappo1 = rate.get(("mappo", None, None, 1))
     if mappo1 and jaxmarl_baseline:
         r = mappo1 / jaxmarl_baseline
         verdict = "met" if r >= 1.0 else "NOT met"
@@ -176,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, help="seed counts (default 1 8 32)")
     p.add_argument("--updates", type=int, help="updates per timed call, n of run_updates (default 4)")
     p.add_argument("--repeats", type=int, help="timed calls R; the median is reported (default 5)")
+    p.add_argument(
+        "--action-layers", nargs="+", default=["first", "last"], help="critic_action_layer values for perla_* algos"
+    )
     p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
     p.add_argument("--quick", action="store_true", help="smoke-test defaults: 2 updates, seeds 1 2, K 1 4, 3 repeats")
     p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
@@ -192,13 +202,18 @@ def main(argv: list[str] | None = None) -> None:
     specs = []
     for seeds in args.seeds:
         for algo in args.algos + ([] if args.no_random else [RANDOM]):
-            for k in args.ks if algo.startswith("perla") else [1]:
-                specs.append(dict(algo=algo, k=k, seeds=seeds, updates=args.updates, repeats=args.repeats))
+            perla = algo.startswith("perla")
+            for layer in args.action_layers if perla else [None]:
+                base = {"critic_action_layer": layer} if layer else {}
+                for k in args.ks if perla else [1]:
+                    specs.append(
+                        dict(algo=algo, k=k, seeds=seeds, updates=args.updates, repeats=args.repeats, base=base)
+                    )
     load_before = os.getloadavg()
     rows = []
     for spec in specs:
         rows.append(run_isolated(spec))
-        print(f"done {spec['algo']} K={spec['k']} seeds={spec['seeds']}: {rows[-1]['median']:,.0f} steps/s",
+        print(f"done {spec['algo']} K={spec['k']} {spec['base']} seeds={spec['seeds']}: {rows[-1]['median']:,.0f} steps/s",
               file=sys.stderr, flush=True)
     load_after = os.getloadavg()
     table = format_table(rows)

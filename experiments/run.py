@@ -25,10 +25,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from perla_jax import Config, make_trainer, recording
-from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS
+from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS
 
 OPTION_NAMES = {"num_seeds": "seeds"}  # field -> option name where it differs from the field's
-CHOICES = {"algo": ALGOS, "advantage": ADVANTAGES, "activation": ACTIVATIONS}
+CHOICES = {
+    "algo": ALGOS,
+    "advantage": ADVANTAGES,
+    "activation": ACTIVATIONS,
+    "critic_action_layer": CRITIC_ACTION_LAYERS,
+}
 TARGET_CALLS = 50
 HELP = {  # one line per Config field; a field missing here still gets an option
     "env": "environment: mpe or a supported jaxmarl MPE name",
@@ -52,6 +57,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "max_grad_norm": "global gradient-norm clip",
     "actor_hidden": "actor hidden layer sizes, comma-separated",
     "critic_hidden": "critic hidden layer sizes, comma-separated",
+    "critic_action_layer": "Q-critic hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
     "activation": "hidden-layer activation",
     "actor_agent_id": "append a one-hot agent id to actor observations",
     "share_actor": "one actor network shared by all agents",

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from perla_jax import advantages as adv
 from perla_jax.config import Config
 from perla_jax.envs import MultiAgentEnv, global_state
-from perla_jax.marginalisation import marginal_q, q_head_samples, sample_joint_actions
+from perla_jax.marginalisation import marginal_q_head, q_head_samples, sample_joint_actions
 from perla_jax.networks import Actor, QCritic, VCritic, agent_ids
 
 
@@ -35,7 +35,8 @@ class Agents:
     def build(cls, cfg: Config, env: MultiAgentEnv) -> "Agents":
         actor = Actor(env.num_actions, cfg.actor_hidden, cfg.activation)
         if cfg.uses_q_critic:
-            critic = QCritic(env.num_actions, cfg.critic_hidden, cfg.activation)
+            action_layer = 0 if cfg.critic_action_layer == "first" else len(cfg.critic_hidden) - 1
+            critic = QCritic(env.num_agents, env.num_actions, cfg.critic_hidden, cfg.activation, action_layer)
         else:
             critic = VCritic(cfg.critic_hidden, cfg.activation)
         return cls(cfg, env.num_agents, env.num_actions, env.obs_dim, actor, critic)
@@ -81,8 +82,7 @@ class Agents:
     def init_critic(self, key: chex.PRNGKey) -> chex.ArrayTree:
         features = self.critic_features(jnp.zeros((self.num_agents, self.obs_dim)))
         if self.cfg.uses_q_critic:
-            others = jnp.zeros((self.num_agents, self.num_agents * self.num_actions))
-            return self.critic.init(key, features, others)
+            return self.critic.init(key, features, jnp.zeros((self.num_agents,), jnp.int32))
         return self.critic.init(key, features)
 
     def state_values(self, params: chex.ArrayTree, obs: chex.Array) -> chex.Array:
@@ -91,7 +91,19 @@ class Agents:
 
     def q_samples(self, params: chex.ArrayTree, obs: chex.Array, joint_samples: chex.Array) -> chex.Array:
         """Q-critic per sample: obs ``[..., N, O]``, samples ``[..., K, N]`` -> ``[..., N, K, A]``."""
-        return q_head_samples(self.critic, params, self.critic_features(obs), joint_samples, self.num_actions)
+        return q_head_samples(self.critic, params, self.critic_features(obs), joint_samples)
+
+    def q_marginal(
+        self,
+        params: chex.ArrayTree,
+        obs: chex.Array,
+        joint_samples: chex.Array,
+        own_actions: chex.Array | None = None,
+    ) -> tuple[chex.Array, chex.Array | None]:
+        """Q^_i over own actions ``[..., N, A]`` and, given ``own_actions [..., N]``, the variance over K
+        of the per-sample values at them ``[..., N]`` (see ``marginal_q_head``)."""
+        features = self.critic_features(obs)
+        return marginal_q_head(self.critic, params, features, joint_samples, own_actions)
 
     def sample_others(self, key: chex.PRNGKey, policy: distrax.Categorical) -> chex.Array:
         """K joint actions ``[..., K, N]`` from a policy with batch shape ``[..., N]``."""
@@ -137,12 +149,14 @@ def estimate(
     policy = agents.policy(actor_params, both)
     probs_now, probs_final = jnp.split(policy.probs, [t])
     samples_both = agents.sample_others(key, policy)  # [2T, E, K, N]
-    # Time chunks bound the peak memory of the [2T, E, N, K, A] per-sample critic batch.
+    # The final observations have no action; any action works for their (unused) variance.
+    actions_both = jnp.concatenate([traj.action, traj.action], axis=0)  # [2T, E, N]
+    # Time chunks bound the peak memory of the [2T, E, N, K, H] per-sample critic batch.
     q_both, q_var_both = jax.lax.map(
-        lambda x: marginal_q(agents.q_samples(critic_params, *x)),
-        (both, samples_both),
+        lambda x: agents.q_marginal(critic_params, *x),
+        (both, samples_both, actions_both),
         batch_size=min(cfg.critic_time_chunk, 2 * t),
-    )  # [2T, E, N, A] each
+    )  # [2T, E, N, A], [2T, E, N]
     (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]
     samples = samples_both[:t]  # [T, E, K, N]
     q_taken = adv.take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
@@ -161,7 +175,7 @@ def estimate(
         targets=returns,
         old_predictions=q_taken,
         joint_samples=samples,
-        sample_variance=adv.take_action(q_var, traj.action),
+        sample_variance=q_var,
     )
 
 

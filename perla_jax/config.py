@@ -9,6 +9,7 @@ from typing import Any, Mapping
 ALGOS = ("perla_mappo", "perla_ippo", "mappo", "ippo")
 ADVANTAGES = ("counterfactual", "td", "sarsa")
 ACTIVATIONS = ("tanh", "relu")
+CRITIC_ACTION_LAYERS = ("first", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +19,11 @@ class Config:
     ``critic_time_chunk`` is how many time steps of the K-sample critic batch (K x agents x envs values
     per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results'
     meaning.
+
+    ``critic_action_layer`` is the hidden layer of the PERLA Q-critic that the others' one-hot actions
+    feed: ``first`` is COMA's layout (actions beside the state at the input), ``last`` fuses them into
+    the last hidden layer, so each of the K samples costs one lookup and one activation instead of a
+    pass through the hidden layers (see ``networks.QCritic``). Both are MLPs on (state, others' actions).
 
     Step counting follows JaxMARL: ``total_timesteps`` counts environment transitions summed over the
     ``num_envs`` parallel environments (one transition moves every agent once), so one update consumes
@@ -45,6 +51,7 @@ class Config:
     max_grad_norm: float = 0.5
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (64, 64)
+    critic_action_layer: str = "first"
     activation: str = "tanh"
     actor_agent_id: bool = False
     share_actor: bool = True
@@ -61,6 +68,7 @@ class Config:
         _check_choice("algo", self.algo, ALGOS)
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
         positive_ints = ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk")
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)

@@ -12,7 +12,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 
-from perla_jax.networks import QCritic, others_one_hot
+from perla_jax.networks import QCritic
 
 
 def marginalise(
@@ -43,31 +43,65 @@ def sample_joint_actions(key: chex.PRNGKey, policy: distrax.Distribution, k: int
     """K independent joint actions from the agents' current policies.
 
     ``policy`` has batch shape ``[..., N]``; the result is ``[K, ..., N]``: one independent draw per
-    sample, per agent and per batch element (environment, step).
+    sample, per agent and per batch element (environment, step). Categorical policies are sampled by
+    inverting their CDF with one uniform per draw (the Gumbel-max trick behind ``policy.sample`` needs A
+    of them, and this sampler runs K times per agent-step); zero-probability actions are never drawn.
     """
-    return policy.sample(seed=key, sample_shape=(k,))
+    if not isinstance(policy, distrax.Categorical):
+        return policy.sample(seed=key, sample_shape=(k,))
+    cdf = jnp.cumsum(policy.probs, axis=-1)  # [..., N, A]
+    # u in (0, 1] scaled to the CDF's last entry, so rounding in the cumulative sum cannot push a draw
+    # past the end or onto a zero-probability action.
+    u = (1.0 - jax.random.uniform(key, (k, *cdf.shape[:-1]))) * cdf[..., -1]
+    return jnp.sum(cdf < u[..., None], axis=-1).astype(jnp.int32)
 
 
-def q_head_samples(
-    critic: QCritic,
-    params: chex.ArrayTree,
-    features: chex.Array,
-    joint_samples: chex.Array,
-    num_actions: int,
+def critic_hidden_samples(
+    critic: QCritic, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
 ) -> chex.Array:
-    """Critic values over every own action for each sampled joint action of the others.
+    """The critic's last hidden layer for each sampled joint action of the others.
 
     Args:
       features: ``[..., N, F]`` critic input of each agent at the state (state or observation, plus id).
       joint_samples: ``[..., K, N]`` sampled joint actions; agent i ignores its own entry (slot blanked).
 
     Returns:
-      ``[..., N, K, A]``. Its mean over K is Q^_i(s, .) for all own actions at the cost of K passes.
+      ``[..., N, K, H]``; ``critic.output`` of its mean over K is Q^_i(s, .) over every own action.
     """
-    encoded = critic.apply(params, features, method=QCritic.encode)  # [..., N, H], shared by the K samples
-    others = others_one_hot(joint_samples, num_actions)  # [..., K, N, N*A]
-    others = jnp.swapaxes(others, -3, -2)  # [..., N, K, N*A]
-    return critic.apply(params, encoded[..., None, :], others, method=QCritic.head)
+    encoded = critic.apply(params, features, method=QCritic.encode)  # [..., N, H_j], shared by the K samples
+    embedded = critic.apply(params, joint_samples, method=QCritic.embed_others)  # [..., K, N, H_j]
+    embedded = jnp.swapaxes(embedded, -3, -2)  # [..., N, K, H_j]
+    return critic.apply(params, encoded[..., None, :], embedded, method=QCritic.hidden_features)
+
+
+def q_head_samples(
+    critic: QCritic, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
+) -> chex.Array:
+    """Critic values over every own action for each sampled joint action: ``[..., N, K, A]`` (inputs as
+    in ``critic_hidden_samples``). Its mean over K is Q^_i(s, .) at the cost of K passes, not K*A."""
+    hidden = critic_hidden_samples(critic, params, features, joint_samples)
+    return critic.apply(params, hidden, method=QCritic.output)
+
+
+def marginal_q_head(
+    critic: QCritic,
+    params: chex.ArrayTree,
+    features: chex.Array,
+    joint_samples: chex.Array,
+    own_actions: chex.Array | None = None,
+) -> tuple[chex.Array, chex.Array | None]:
+    """Q^_i(s, .) over every own action, ``[..., N, A]``, and, given ``own_actions [..., N]``, the
+    variance over the K samples of Q(s, a_i, a_-i^(k)) at those actions, ``[..., N]``.
+
+    Equal to ``marginal_q(q_head_samples(...))`` but applies the (linear) output layer once to the mean
+    hidden layer instead of K times.
+    """
+    hidden = critic_hidden_samples(critic, params, features, joint_samples)  # [..., N, K, H]
+    q_hat = critic.apply(params, hidden.mean(axis=-2), method=QCritic.output)
+    if own_actions is None:
+        return q_hat, None
+    per_sample = critic.apply(params, hidden, own_actions, method=QCritic.output_at)  # [..., N, K]
+    return q_hat, per_sample.var(axis=-1)
 
 
 def marginal_q(per_sample: chex.Array) -> tuple[chex.Array, chex.Array]:

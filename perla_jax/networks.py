@@ -55,37 +55,75 @@ class VCritic(nn.Module):
 
 
 class QCritic(nn.Module):
-    """COMA-layout action-value critic: (state features, others' one-hot actions) -> one value per own action.
+    """COMA-layout action-value critic: (state features, others' actions) -> one value per own action.
 
-    Mathematically an MLP on ``concat(features, others)``. Its first layer is split into a state part and
-    an action part because a dense layer on a concatenation is the sum of dense layers on the pieces: the
-    state part is then computed once and shared by the K sampled joint actions (``encode`` / ``head``).
+    Mathematically an MLP on ``concat(features, others' one-hot actions with the own slot blanked)``
+    in which the actions feed hidden layer ``action_layer`` (0: the input layer, as in COMA; the last
+    hidden layer: late fusion). Three exact rewritings make the K-sample marginal cheap:
+
+    - a dense layer on a concatenation is the sum of dense layers on the pieces, so the state part up
+      to the fusion layer (``encode``) is computed once and shared by the K sampled joint actions;
+    - a dense layer on a one-hot vector is a row lookup, so the action part is a sum of N-1 embedding
+      rows (``embed_others``) instead of a matmul with an ``N*A``-wide input;
+    - the output layer is linear, so the mean over K of Q equals the output layer applied to the mean
+      over K of the last hidden layer (``hidden`` then ``output``): one output pass per agent, not K.
     """
 
+    num_agents: int
     num_actions: int
     hidden: Sequence[int]
     activation: str = "tanh"
+    action_layer: int = 0
 
     def setup(self) -> None:
-        self.state_in = _dense(self.hidden[0])
-        self.action_in = _dense(self.hidden[0], use_bias=False)
-        self.layers = [_dense(h) for h in self.hidden[1:]]
+        j = self.action_layer
+        self.state_layers = [_dense(h) for h in self.hidden[: j + 1]]
+        # The kernel of a bias-free dense layer on the others' one-hot actions, [N*A, H_j].
+        self.action_kernel = self.param(
+            "action_in", orthogonal(np.sqrt(2)), (self.num_agents * self.num_actions, self.hidden[j])
+        )
+        self.post_layers = [_dense(h) for h in self.hidden[j + 1 :]]
         self.out = _dense(self.num_actions, 1.0)
 
     def encode(self, features: chex.Array) -> chex.Array:
-        """``[..., F]`` -> first-layer pre-activation of the state part ``[..., H]``."""
-        return self.state_in(features)
-
-    def head(self, encoded: chex.Array, others: chex.Array) -> chex.Array:
-        """``encoded [..., H]``, ``others [..., N*A]`` -> Q over own actions ``[..., A]``."""
+        """``[..., F]`` -> the state part of the fusion layer's pre-activation ``[..., H_j]``."""
         act = _ACTIVATIONS[self.activation]
-        x = act(encoded + self.action_in(others))
-        for layer in self.layers:
+        x = features
+        for layer in self.state_layers[:-1]:
             x = act(layer(x))
-        return self.out(x)
+        return self.state_layers[-1](x)
 
-    def __call__(self, features: chex.Array, others: chex.Array) -> chex.Array:
-        return self.head(self.encode(features), others)
+    def embed_others(self, joint_actions: chex.Array) -> chex.Array:
+        """Joint actions ``[..., N]`` (ints) -> each agent's action part ``[..., N(i), H_j]``: the sum of
+        the others' embedding rows, i.e. the dense layer on ``others_one_hot(joint_actions)``."""
+        n, a = self.num_agents, self.num_actions
+        rows = self.action_kernel.reshape(n, a, -1)[jnp.arange(n), joint_actions]  # [..., N(j), H_j]
+        return rows.sum(axis=-2, keepdims=True) - rows
+
+    def hidden_features(self, encoded: chex.Array, embedded: chex.Array) -> chex.Array:
+        """``encoded``, ``embedded`` (broadcastable, ``[..., H_j]``) -> last hidden layer ``[..., H_L]``."""
+        act = _ACTIVATIONS[self.activation]
+        x = act(encoded + embedded)
+        for layer in self.post_layers:
+            x = act(layer(x))
+        return x
+
+    def output(self, hidden: chex.Array) -> chex.Array:
+        """Last hidden layer ``[..., H_L]`` -> Q over own actions ``[..., A]``."""
+        return self.out(hidden)
+
+    def output_at(self, hidden: chex.Array, actions: chex.Array) -> chex.Array:
+        """Q at one own action per sample: ``hidden [..., K, H_L]``, ``actions [...]`` -> ``[..., K]``
+        (one output column per sample instead of all A)."""
+        out = self.out.variables["params"]
+        columns = jnp.moveaxis(out["kernel"][:, actions], 0, -1)  # [..., H_L]
+        return jnp.einsum("...kh,...h->...k", hidden, columns) + out["bias"][actions][..., None]
+
+    def __call__(self, features: chex.Array, joint_actions: chex.Array) -> chex.Array:
+        """``features [..., N, F]``, ``joint_actions [..., N]`` -> Q over own actions ``[..., N, A]``
+        (agent i's own entry of ``joint_actions`` is ignored)."""
+        hidden = self.hidden_features(self.encode(features), self.embed_others(joint_actions))
+        return self.output(hidden)
 
 
 def others_one_hot(joint_actions: chex.Array, num_actions: int) -> chex.Array:

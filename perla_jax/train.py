@@ -127,7 +127,7 @@ def _make_losses(cfg: Config, agents: Agents):
     def critic_loss(params, mb: Batch):
         if cfg.uses_q_critic:
             # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
-            q_hat = agents.q_samples(params, mb.obs, mb.joint_samples).mean(axis=-2)
+            q_hat, _ = agents.q_marginal(params, mb.obs, mb.joint_samples)
             prediction = take_action(q_hat, mb.action)
         else:
             prediction = agents.state_values(params, mb.obs)

@@ -33,10 +33,12 @@ def _parse_rows(table: str) -> list[dict[str, str]]:
 @pytest.mark.timeout(120)
 def test_quick_measure_table_parses(bench):
     # One combo only, to stay well under 40 s on 2 cores; a non-perla row is faked for the K column.
-    row = bench.measure("perla_mappo", k=2, seeds=1, updates=1, repeats=2, base=TINY, options=FAST_COMPILE)
-    parsed = _parse_rows(bench.format_table([row, dict(row, algo=bench.RANDOM, K=None)]))
+    base = dict(TINY, critic_action_layer="last")
+    row = bench.measure("perla_mappo", k=2, seeds=1, updates=1, repeats=2, base=base, options=FAST_COMPILE)
+    parsed = _parse_rows(bench.format_table([row, dict(row, algo=bench.RANDOM, K=None, layer=None)]))
     assert [r["algo"] for r in parsed] == ["perla_mappo", bench.RANDOM]
     assert parsed[0]["K"] == "2" and parsed[1]["K"] == "-"
+    assert parsed[0]["critic action layer"] == "last" and parsed[1]["critic action layer"] == "-"
     for r in parsed:
         assert set(r) == set(bench.COLUMNS)
         low, high = (float(x.replace(",", "")) for x in r["min-max steps/s"].split("-"))
@@ -49,10 +51,15 @@ def test_quick_measure_table_parses(bench):
 
 def test_ratio_checks(bench):
     row = dict(updates=1, min=1.0, max=1.0, compile_s=1.0, peak_mib=1.0, seeds=1)
-    rows = [dict(row, algo="mappo", K=None, median=100.0), dict(row, algo="perla_mappo", K=16, median=70.0)]
+    rows = [
+        dict(row, algo="mappo", K=None, layer=None, median=100.0),
+        dict(row, algo="perla_mappo", K=16, layer="first", median=50.0),
+        dict(row, algo="perla_mappo", K=16, layer="last", median=70.0),
+    ]
     lines = bench.ratio_checks(rows, jaxmarl_baseline=50.0)
-    assert "0.70 (target >= 0.6: met)" in lines[0]
-    assert "2.00 (target >= 1.0: met" in lines[1]
+    assert "(first-layer actions) / mappo at 1 seed(s): 0.50 (target >= 0.6: NOT met)" in lines[0]
+    assert "(last-layer actions) / mappo at 1 seed(s): 0.70 (target >= 0.6: met)" in lines[1]
+    assert "2.00 (target >= 1.0: met" in lines[2]
 
 
 def test_replace_section_keeps_outside_text(bench):

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perla_jax import Config, make_env, marginal_q, marginalise, q_head_samples, sample_joint_actions
+from perla_jax import Config, make_env, marginal_q, marginal_q_head, marginalise, q_head_samples, sample_joint_actions
+
 from perla_jax.agents import Agents
 from perla_jax.networks import others_one_hot
 
@@ -143,25 +144,48 @@ def test_sampler_batches_environments_independently():
     assert abs(np.corrcoef(s[:, 0, 0], s[:, 1, 0])[0, 1]) < 0.03
 
 
-def test_critic_head_marginal_equals_generic_marginalise():
-    """The K-pass head over every own action agrees with marginalise() for each own action."""
-    cfg = Config(algo="perla_mappo", k=6, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1)
+def _reference_q(params, features, others, action_layer: int, num_layers: int):
+    """The critic's definition written out: a tanh MLP on (features, others' one-hot actions) whose
+    actions enter hidden layer ``action_layer`` through a dense layer. features ``[F]``, others ``[N*A]``
+    -> ``[A]``."""
+    p, x = params["params"], features
+    for layer in range(num_layers):
+        name = f"state_layers_{layer}" if layer <= action_layer else f"post_layers_{layer - action_layer - 1}"
+        z = x @ p[name]["kernel"] + p[name]["bias"]
+        if layer == action_layer:
+            z = z + others @ p["action_in"]
+        x = jnp.tanh(z)
+    return x @ p["out"]["kernel"] + p["out"]["bias"]
+
+
+@pytest.mark.parametrize("action_layer", ["first", "last"])
+def test_critic_head_marginal_equals_generic_marginalise(action_layer):
+    """The K-pass head over every own action (shared state part, embedding lookups, output layer applied
+    to the mean) agrees with marginalise() over the critic's plain MLP definition, for each own action;
+    and the cheap variance at the taken actions equals the per-sample variance."""
+    cfg = Config(algo="perla_mappo", k=6, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1,
+                 critic_hidden=(8, 6, 4), critic_action_layer=action_layer)
     env = make_env(cfg.env)
     agents = Agents.build(cfg, env)
     params = agents.init_critic(jax.random.PRNGKey(5))
     obs = jax.random.normal(jax.random.PRNGKey(6), (env.num_agents, env.obs_dim))
     samples = jax.random.randint(jax.random.PRNGKey(7), (cfg.k, env.num_agents), 0, env.num_actions)
     features = agents.critic_features(obs)
-    q_hat, q_var = marginal_q(q_head_samples(agents.critic, params, features, samples, env.num_actions))
-    assert q_hat.shape == (env.num_agents, env.num_actions)
+    per_sample = q_head_samples(agents.critic, params, features, samples)
+    assert per_sample.shape == (env.num_agents, cfg.k, env.num_actions)
+    q_hat, q_var = marginal_q(per_sample)
+    layer_index = 0 if action_layer == "first" else 2
 
     def q_fn(i, joint):
         others = others_one_hot(joint, env.num_actions)[i]
-        return agents.critic.apply(params, features[i], others)[joint[i]]
+        return _reference_q(params, features[i], others, layer_index, 3)[joint[i]]
 
     for a in range(env.num_actions):
         own = jnp.full((env.num_agents,), a)
         np.testing.assert_allclose(q_hat[:, a], marginalise(q_fn, own, samples), rtol=1e-5, atol=1e-6)
+        cheap_q, cheap_var = marginal_q_head(agents.critic, params, features, samples, own)
+        np.testing.assert_allclose(cheap_q, q_hat, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cheap_var, q_var[:, a], rtol=1e-4, atol=1e-9)
     assert np.all(np.asarray(q_var) > 0)
 
 
@@ -172,3 +196,13 @@ def test_others_one_hot_blanks_own_slot():
         for j in range(N):
             if j != i:
                 np.testing.assert_array_equal(x[i, j], np.eye(3)[[1, 0, 2][j]])
+
+
+def test_sampler_never_draws_zero_probability_actions():
+    """Masked (zero-probability) actions, first, middle and last, are never drawn; the rest keep their
+    probabilities."""
+    probs = jnp.array([[0.0, 0.3, 0.0, 0.7, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5]])  # [N=2, A=5]
+    s = np.asarray(sample_joint_actions(jax.random.PRNGKey(8), distrax.Categorical(probs=probs), 40_000))
+    assert set(np.unique(s[:, 0])) == {1, 3} and set(np.unique(s[:, 1])) == {0, 4}
+    np.testing.assert_allclose((s[:, 0] == 3).mean(), 0.7, atol=0.01)
+    np.testing.assert_allclose((s[:, 1] == 4).mean(), 0.5, atol=0.01)

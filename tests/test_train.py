@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from perla_jax import METRICS, Config, make_train, make_trainer
+from perla_jax.agents import Agents, estimate
+from perla_jax.rollout import rollout
 
 TINY = dict(
     num_envs=4,
@@ -84,3 +86,19 @@ def test_perla_mappo_learns_on_mpe():
     ret = np.asarray(jax.jit(make_train(cfg))(jax.random.PRNGKey(0))["metrics"]["return"])
     first, last = ret[:3].mean(), ret[-3:].mean()
     assert last > first + 2.0, (first, last)
+
+
+def test_critic_time_chunk_changes_memory_not_results():
+    """Evaluating the K-sample critic batch one time step at a time gives the same estimates as all at once."""
+    cfg = Config(**{**TINY, "num_envs": 2, "num_steps": 8, "total_timesteps": 16, "num_minibatches": 1})
+    trainer = make_trainer(cfg)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(1))
+    _, _, traj = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs,
+                         jax.random.PRNGKey(2), cfg.num_steps)
+    results = []
+    for chunk in (1, 2 * cfg.num_steps):
+        agents = Agents.build(cfg.replace(critic_time_chunk=chunk), trainer.env)
+        results.append(jax.jit(lambda traj: estimate(agents, state.actor.params, state.critic.params, traj,
+                                                      jax.random.PRNGKey(3)))(traj))
+    for name in ("advantages", "targets", "old_predictions", "sample_variance"):
+        np.testing.assert_allclose(getattr(results[0], name), getattr(results[1], name), rtol=1e-5, atol=1e-6)
