@@ -235,11 +235,14 @@ def _resume_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
         meta = checkpoints.read_meta(manager, start) if start else {}
     finally:
         manager.close()
-    if start:
-        try:
+    try:
+        if start:
             checkpoints.check_meta_config(meta, stored.to_dict(), start)
-        except ValueError as e:
-            parser.error(str(e))
+        dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds)
+    except ValueError as e:
+        parser.error(str(e))
+    if dropped:
+        print(f"dropped {dropped} metrics rows written after checkpoint {start}", file=sys.stderr)
     chunk = meta.get("chunk_size") or args.chunk_size or choose_chunk_size(stored.num_updates)
     if args.chunk_size is not None and args.chunk_size != chunk:
         parser.error(f"chunk_size={args.chunk_size} differs from the run's chunk size {chunk}: allowed is {chunk}")
@@ -320,7 +323,8 @@ def _plot_if_any(out: Path, cfg: Config, done: int) -> None:
 
 def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, progress: dict) -> None:
     """Restores (or initialises) the state, then per chunk: train, append its CSV rows, save its checkpoint
-    (in this order: see ``checkpoints.reconcile_metrics``), until done, a signal or ``stop_after``."""
+    (in this order: see ``checkpoints.reconcile_metrics``, which ``_resume_plan`` has run), until done, a
+    signal or ``stop_after``."""
     cfg, chunk, metrics_path = plan.cfg, plan.chunk, plan.out / recording.METRICS_FILE
     init, run_chunk = _programs(json.dumps(cfg.to_dict(), sort_keys=True), chunk)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
@@ -329,9 +333,6 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
         state = checkpoints.restore_state(manager, plan.start, abstract_state)
     else:
         state = init(keys)
-    dropped = checkpoints.reconcile_metrics(metrics_path, plan.start, cfg.num_seeds)
-    if dropped:
-        print(f"dropped {dropped} metrics rows written after checkpoint {plan.start}", file=sys.stderr)
     steps_per_chunk = cfg.num_seeds * chunk * cfg.batch_size
     bar = tqdm(total=cfg.num_updates * cfg.batch_size * cfg.num_seeds, initial=plan.start * steps_per_chunk // chunk,
                unit="step", unit_scale=True, desc="env steps (all seeds)", dynamic_ncols=True)
