@@ -296,16 +296,16 @@ def _train(plan: Plan, manager, stop_after: int | None) -> Path:
         try:
             _run_chunks(plan, manager, stop, stop_after, progress)
         except KeyboardInterrupt:
-            print(f"\nabandoned the running chunk; {progress['done']}/{cfg.num_updates} updates are in the last "
-                  f"checkpoint in {out}; {resume_hint}", file=sys.stderr)
+            print(f"\nabandoned the running chunk; the last checkpoint in {out} holds {progress['done']}/"
+                  f"{cfg.num_updates} updates; {resume_hint}", file=sys.stderr)
             _plot_if_any(out, cfg, progress["done"])
             raise SystemExit(128 + (stop.signum or signal.SIGINT)) from None
     done = progress["done"]
     _plot_if_any(out, cfg, done)
     if done < cfg.num_updates:
         why = signal.Signals(stop.signum).name if stop.signum else f"--stop-after {stop_after}"
-        print(f"stopped ({why}) after {done}/{cfg.num_updates} updates, checkpoint saved; {resume_hint}",
-              file=sys.stderr)
+        saved = f"checkpoint {done} saved" if done else "no checkpoint yet"
+        print(f"stopped ({why}) after {done}/{cfg.num_updates} updates, {saved}; {resume_hint}", file=sys.stderr)
         if stop.signum:
             raise SystemExit(128 + stop.signum)
         return out

@@ -138,6 +138,11 @@ def reconcile_metrics(path: str | Path, updates_done: int, num_seeds: int) -> in
         return 0
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
+    if updates_done == 0:
+        # Nothing to keep (the header may even be cut short); appending to an empty file writes a new header.
+        if path.stat().st_size:
+            atomic_write_text(path, "")
+        return max(len(rows) - 1, 0)
     if rows and tuple(rows[0]) != COLUMNS:
         raise ValueError(f"{path} has columns {rows[0]}, expected {list(COLUMNS)}")
     body = rows[1:]

@@ -227,3 +227,34 @@ def test_evaluate_refuses_a_missing_checkpoint(reference, capsys):
         eval_cli.main([str(reference), "--checkpoint", "3"])
     assert exc.value.code == 2
     assert f"checkpoint=3 does not exist: allowed are [{NUM_UPDATES - 1}, {NUM_UPDATES}]" in capsys.readouterr().err
+
+
+def test_reconcile_metrics_keeps_exactly_the_checkpointed_rows(tmp_path):
+    path = tmp_path / "metrics.csv"
+    values = ["1"] * (len(recording.COLUMNS) - 2)
+    rows = [[s, u, *values] for u in (1, 2, 3) for s in (0, 1)]
+    text = ",".join(recording.COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    path.write_text(text + "0,4,1,1")  # a row cut short
+    assert checkpoints.reconcile_metrics(path, 2, num_seeds=2) == 3
+    assert recording.read_metrics(path)["update"].tolist() == [[1, 2], [1, 2]]
+    assert checkpoints.reconcile_metrics(path, 2, num_seeds=2) == 0  # already consistent: untouched
+    with pytest.raises(ValueError, match="does not match checkpoint 3"):
+        checkpoints.reconcile_metrics(path, 3, num_seeds=2)
+    assert checkpoints.reconcile_metrics(path, 0, num_seeds=2) == 4 and path.read_text() == ""
+
+
+def test_config_differences_compare_json_values():
+    a = Config(num_steps=8, total_timesteps=64, num_envs=2, num_minibatches=1).to_dict()
+    assert checkpoints.config_differences(a, json.loads(json.dumps(a))) == []  # tuples vs lists: equal
+    b = {**a, "k": 3}
+    del b["seed"]
+    assert checkpoints.config_differences(a, b) == ["k: 16 != 3", "seed: 0 != '<absent>'"]
+
+
+@pytest.mark.parametrize("option", ["--keep-checkpoints", "--stop-after", "--keep-every"])
+def test_bad_run_options_are_refused_before_writing(option, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli.main([*TINY, option, "0", "--out", str(tmp_path / "never")])
+    assert exc.value.code == 2
+    assert f"{option[2:].replace('-', '_')}=0 is invalid" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
