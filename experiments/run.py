@@ -233,21 +233,24 @@ def _resume_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
     try:
         start = checkpoints.latest_step(manager) or 0
         meta = checkpoints.read_meta(manager, start) if start else {}
-    finally:
-        manager.close()
-    try:
         if start:
             checkpoints.check_meta_config(meta, stored.to_dict(), start)
-        dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds)
     except ValueError as e:
         parser.error(str(e))
-    if dropped:
-        print(f"dropped {dropped} metrics rows written after checkpoint {start}", file=sys.stderr)
+    finally:
+        manager.close()
     chunk = meta.get("chunk_size") or args.chunk_size or choose_chunk_size(stored.num_updates)
     if args.chunk_size is not None and args.chunk_size != chunk:
         parser.error(f"chunk_size={args.chunk_size} differs from the run's chunk size {chunk}: allowed is {chunk}")
     if chunk < 1 or stored.num_updates % chunk:
         parser.error(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={stored.num_updates}")
+    try:
+        # Last: it rewrites metrics.csv, which only a resume that goes ahead may do.
+        dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds)
+    except ValueError as e:
+        parser.error(str(e))
+    if dropped:
+        print(f"dropped {dropped} metrics rows written after checkpoint {start}", file=sys.stderr)
     return Plan(stored, out, chunk, start)
 
 
