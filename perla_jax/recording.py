@@ -16,6 +16,7 @@ import csv
 import datetime as _dt
 import json
 import math
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -69,8 +70,8 @@ def _cell(name: str, value) -> int | str:
 
 def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_update: int) -> int:
     """Appends one chunk of ``[S, n]`` metrics to the CSV at ``path`` (writing the header if the file is
-    new or empty) and returns the number of rows written. The file is closed, hence flushed, before
-    returning, so rows of finished chunks survive an interrupted run."""
+    new or empty) and returns the number of rows written. The file is flushed and synced before returning,
+    so rows of finished chunks survive an interrupted run."""
     path = Path(path)
     fresh = not path.exists() or path.stat().st_size == 0
     if not fresh:
@@ -84,6 +85,10 @@ def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_up
         if fresh:
             writer.writerow(COLUMNS)
         writer.writerows(rows)
+        # On disk before the chunk's checkpoint is saved, so a crash cannot leave a checkpoint covering rows
+        # the CSV lost (resume drops rows beyond the checkpoint, but cannot recreate missing ones).
+        f.flush()
+        os.fsync(f.fileno())
     return len(rows)
 
 
