@@ -1,0 +1,139 @@
+"""Final-performance tables and overlay plots from synthetic run folders (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from perla_jax import METRICS, Config, analysis, recording
+
+ROOT = Path(__file__).resolve().parents[1]
+UPDATES = 20  # the last 10% is the last 2 updates
+
+
+def _load_plot_cli():
+    spec = importlib.util.spec_from_file_location("perla_plot_cli", ROOT / "experiments" / "plot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plot_cli = _load_plot_cli()
+
+
+def write_run(folder: Path, returns: np.ndarray, cfg: Config | None) -> Path:
+    """A run folder whose ``return`` is ``returns [S, U]``, written in two chunks as run.py does."""
+    folder.mkdir(parents=True)
+    num_seeds, updates = returns.shape
+    if cfg is not None:
+        recording.write_config(folder, cfg.replace(num_seeds=num_seeds))
+    m = {name: np.zeros((num_seeds, updates)) for name in METRICS}
+    m["env_steps"] = np.tile(np.arange(1, updates + 1) * 64, (num_seeds, 1))
+    m["return"] = returns
+    half = updates // 2
+    for lo, hi in ((0, half), (half, updates)):
+        recording.append_metrics(folder / recording.METRICS_FILE, {k: v[:, lo:hi] for k, v in m.items()}, lo + 1)
+    return folder
+
+
+def returns_ending_at(final: np.ndarray, updates: int = UPDATES) -> np.ndarray:
+    """Curves rising linearly to flat final values: the last 10% of every seed equals ``final[s]``."""
+    ramp = np.linspace(0.0, 1.0, updates - 2)[None, :] * final[:, None]
+    return np.concatenate([ramp, np.repeat(final[:, None], 2, axis=1)], axis=1)
+
+
+FINAL_8 = np.array([-30.0, -3.0, 1.0, 2.0, 4.0, 8.0, 9.0, 40.0])  # skewed on both ends
+
+
+@pytest.fixture
+def runs(tmp_path):
+    perla = write_run(tmp_path / "a", returns_ending_at(FINAL_8), Config(algo="perla_mappo", k=16))
+    mappo = write_run(tmp_path / "b", returns_ending_at(np.array([1.0, 2.0, 3.0])), Config(algo="mappo"))
+    bare = write_run(tmp_path / "bare-run", returns_ending_at(np.array([5.0, 6.0, 7.0, 8.0, 9.0])), None)
+    return perla, mappo, bare
+
+
+def test_final_scores_use_the_finite_tail():
+    values = np.array([[0.0] * 18 + [1.0, 3.0], [0.0] * 18 + [np.nan, 5.0], [0.0] * 18 + [np.nan, np.nan]])
+    np.testing.assert_array_equal(analysis.final_scores(values)[:2], [2.0, 5.0])
+    assert np.isnan(analysis.final_scores(values)[2])
+    np.testing.assert_array_equal(analysis.final_scores(values[:, -3:], fraction=0.1), [3.0, 5.0, np.nan])
+    with pytest.raises(ValueError, match=r"fraction=0 is invalid"):
+        analysis.final_scores(values, fraction=0)
+
+
+def test_table_mean_iqm_and_cis(runs):
+    rows = analysis.final_table([analysis.load_run(r) for r in runs], reps=500)
+    assert [r.label for r in rows] == ["perla_mappo K=16", "mappo", "bare-run"]
+    assert [(r.seeds, r.seeds_total) for r in rows] == [(8, 8), (3, 3), (5, 5)]
+    perla = rows[0]
+    # 8 seeds: the 25% trim drops exactly two from each end, so the IQM is the mean of the middle four.
+    assert perla.iqm == pytest.approx(scipy.stats.trim_mean(FINAL_8, 0.25)) == pytest.approx(3.75)
+    assert perla.mean == pytest.approx(np.mean(FINAL_8))
+    assert perla.iqm != pytest.approx(perla.mean)  # the check can tell the two apart
+    for r in rows:
+        assert r.mean_ci[0] <= r.mean <= r.mean_ci[1] and r.iqm_ci[0] <= r.iqm <= r.iqm_ci[1]
+        assert r.mean_ci[0] < r.mean_ci[1]  # seeds differ, so the interval has width
+    assert rows[1].mean == pytest.approx(2.0) and rows[2].iqm == pytest.approx(scipy.stats.trim_mean([5, 6, 7, 8, 9], 0.25))
+    # Seeded: the same call gives the same intervals.
+    again = analysis.final_table([analysis.load_run(runs[0])], reps=500)
+    assert again[0] == perla
+
+
+def test_bootstrap_curve_band_contains_mean_and_handles_nan():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(6, 30))
+    values[0, 3] = np.nan
+    values[1:, 5] = np.nan  # one finite seed: band collapses to it
+    values[:, 7] = np.nan
+    mean, lo, hi = analysis.bootstrap_curve(values, reps=400)
+    np.testing.assert_allclose(mean[3], np.mean(values[1:, 3]))
+    assert mean[5] == values[0, 5] == lo[5] == hi[5]
+    assert np.isnan(mean[7]) and np.isnan(lo[7])
+    ok = np.isfinite(mean)
+    assert np.all(lo[ok] <= mean[ok] + 1e-12) and np.all(mean[ok] <= hi[ok] + 1e-12)
+    assert np.all((hi - lo)[ok & (np.arange(30) != 5)] > 0)
+
+
+def test_cli_prints_table_and_writes_png(runs, tmp_path, capsys):
+    out = tmp_path / "figs" / "cmp.png"
+    rows = plot_cli.main([*map(str, runs), "--out", str(out), "--reps", "300"])
+    text = capsys.readouterr().out
+    assert "last 10% of its updates" in text
+    for r in rows:
+        assert r.label in text and f"{r.mean:.3f}" in text and f"{r.iqm:.3f}" in text
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+
+def test_duplicate_labels_get_the_folder_name(runs, tmp_path):
+    twin = write_run(tmp_path / "c", returns_ending_at(np.array([0.0, 1.0])), Config(algo="mappo"))
+    labels = analysis.labels_for([analysis.load_run(p) for p in (runs[1], twin)])
+    assert labels == ["mappo (b)", "mappo (c)"]
+
+
+def test_missing_or_empty_run_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match=r"'.*nowhere' does not exist"):
+        analysis.load_run(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no metrics.csv"):
+        analysis.load_run(tmp_path / "empty")
+    (tmp_path / "empty" / "metrics.csv").write_text("")
+    with pytest.raises(ValueError, match=r"metrics.csv is empty"):
+        analysis.load_run(tmp_path / "empty")
+    (tmp_path / "empty" / "metrics.csv").write_text(",".join(recording.COLUMNS) + "\n")
+    with pytest.raises(ValueError, match=r"holds no metrics rows"):
+        analysis.load_run(tmp_path / "empty")
+    with pytest.raises(SystemExit) as exc:
+        plot_cli.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png")])
+    assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unknown_metric_is_refused(runs):
+    with pytest.raises(ValueError, match=r"metric='reward' is invalid: allowed are return, "):
+        analysis.final_table([analysis.load_run(runs[0])], metric="reward")
