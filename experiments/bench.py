@@ -92,10 +92,16 @@ def measure(
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return {
         "algo": algo, "K": k if algo.startswith("perla") else None, "seeds": seeds, "updates": updates,
-        "layer": (base or {}).get("critic_action_layer", "first") if algo.startswith("perla") else None,
+        "layer": (base or {}).get("critic_action_layer", _default_layer()) if algo.startswith("perla") else None,
         "median": statistics.median(rates), "min": min(rates), "max": max(rates),
         "compile_s": compile_s, "peak_mib": peak_mib,
     }
+
+
+def _default_layer() -> str:
+    from perla_jax import Config
+
+    return Config.critic_action_layer  # a dataclass field's default is its class attribute
 
 
 def run_isolated(spec: dict) -> dict:

@@ -27,11 +27,12 @@ import typing
 from pathlib import Path
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from perla_jax import Config, checkpoints, make_trainer, recording
 from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS
+from perla_jax.loggers import LOGGERS, make_loggers, parse_kinds
+from perla_jax.sharding import maybe_initialize_distributed, seed_sharding, shard_seeds, to_host
 
 OPTION_NAMES = {"num_seeds": "seeds"}  # field -> option name where it differs from the field's
 CHOICES = {
@@ -163,6 +164,8 @@ def build_parser(config_defaults: bool = True) -> argparse.ArgumentParser:
                      help="continue the run in RUN_DIR from its latest checkpoint, with its config.json")
     run.add_argument("--stop-after", type=int, default=None, metavar="UPDATES",
                      help="stop (resumably) at the first checkpoint with at least UPDATES updates done")
+    run.add_argument("--log", default="", metavar="KINDS",
+                     help=f"extra loggers, comma-separated: {', '.join(LOGGERS)} (metrics.csv is always written)")
     run.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="newest checkpoints kept")
     run.add_argument("--keep-every", type=int, default=None, metavar="UPDATES",
                      help="also keep every checkpoint whose update count is a multiple of UPDATES")
@@ -183,6 +186,8 @@ class Plan(typing.NamedTuple):
     out: Path
     chunk: int
     start: int  # updates already done (the checkpoint to restore; 0 = start afresh)
+    sharding: typing.Any = None  # of the seed axis over devices; None on one device
+    log_kinds: tuple[str, ...] = ()  # extra loggers (perla_jax.loggers)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -193,7 +198,15 @@ def main(argv: list[str] | None = None) -> Path:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"{name}={value} is invalid: allowed is an integer >= 1")
+    try:
+        log_kinds = parse_kinds(args.log)
+    except ValueError as e:
+        parser.error(str(e))
     plan = _resume_plan(parser, args, argv) if args.resume is not None else _fresh_plan(parser, args)
+    try:
+        plan = plan._replace(sharding=seed_sharding(plan.cfg.num_seeds), log_kinds=log_kinds)
+    except ValueError as e:
+        parser.error(str(e))
     manager = checkpoints.open_manager(plan.out, args.keep_checkpoints, args.keep_every)
     try:
         return _train(plan, manager, args.stop_after)
@@ -338,25 +351,25 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
     init, run_chunk = _programs(json.dumps(cfg.to_dict(), sort_keys=True), chunk)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     abstract_state = jax.eval_shape(init, keys)
-    if plan.start:
-        state = checkpoints.restore_state(manager, plan.start, abstract_state)
-    else:
-        state = init(keys)
+    state = checkpoints.restore_state(manager, plan.start, abstract_state) if plan.start else init(keys)
+    state = shard_seeds(state, plan.sharding)
+    logger = make_loggers(plan.log_kinds, plan.out, cfg)
     steps_per_chunk = cfg.num_seeds * chunk * cfg.batch_size
     bar = tqdm(total=cfg.num_updates * cfg.batch_size * cfg.num_seeds, initial=plan.start * steps_per_chunk // chunk,
                unit="step", unit_scale=True, desc="env steps (all seeds)", dynamic_ncols=True)
     bar.set_postfix_str("compiling")
     try:
         # Compiled ahead of time, once: every chunk has the same size, so steps/s below excludes compilation.
-        compiled = run_chunk.lower(abstract_state).compile()
+        compiled = run_chunk.lower(state).compile()  # for the state's placement (sharded over devices or not)
         for first in range(plan.start + 1, cfg.num_updates + 1, chunk):
             if stop.signum or (stop_after is not None and progress["done"] >= stop_after):
                 break
             start = time.perf_counter()
             state, metrics = compiled(state)
-            metrics = jax.tree.map(np.asarray, metrics)  # waits for the chunk
+            metrics = to_host(metrics)  # waits for the chunk
             elapsed = time.perf_counter() - start
             recording.append_metrics(metrics_path, metrics, first)
+            logger.log_chunk(metrics, first)
             done = first + chunk - 1
             meta = {"config": cfg.to_dict(), "updates_done": done, "num_updates": cfg.num_updates, "chunk_size": chunk}
             checkpoints.save(manager, state, meta)
@@ -366,7 +379,9 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
             bar.update(steps_per_chunk)
     finally:
         bar.close()
+        logger.close()
 
 
 if __name__ == "__main__":
+    maybe_initialize_distributed()  # before any other JAX call; a no-op unless launched as several processes
     main()

@@ -51,7 +51,7 @@ class Config:
     max_grad_norm: float = 0.5
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (64, 64)
-    critic_action_layer: str = "first"
+    critic_action_layer: str = "last"
     activation: str = "tanh"
     actor_agent_id: bool = False
     share_actor: bool = True

@@ -44,7 +44,7 @@ cli = _load_cli()
 def tiny_run(tmp_path_factory):
     """One tiny training run shared by the end-to-end checks (it is the only compilation here)."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    returned = cli.main([*TINY, "--out", str(out)])
+    returned = cli.main([*TINY, "--out", str(out), "--log", "tensorboard"])
     return returned, out
 
 
@@ -69,6 +69,19 @@ def test_run_writes_one_metrics_row_per_seed_and_update(tiny_run):
             assert math.isfinite(float(r[name])), (name, r)
         # 32-step rollouts are longer than an MPE episode, so every update ends one.
         assert math.isfinite(float(r["return"]))
+
+
+def test_run_logs_each_seed_to_its_own_tensorboard_series(tiny_run):
+    """--log tensorboard: one event folder per seed whose return values are that seed's CSV column."""
+    from test_loggers import read_scalars
+
+    _, out = tiny_run
+    metrics = recording.read_metrics(out / "metrics.csv")
+    for seed in (0, 1):
+        scalars = read_scalars(out / "tb" / f"seed_{seed}")
+        steps, values = zip(*scalars["return"])
+        assert list(steps) == [Config(**TINY_CFG).batch_size * u for u in (1, 2)]
+        np.testing.assert_allclose(values, metrics["return"][seed], rtol=1e-6)
 
 
 def test_run_draws_a_png_learning_curve(tiny_run):
@@ -99,6 +112,7 @@ def test_run_refuses_an_out_folder_that_already_has_metrics(tiny_run, capsys):
         (["--actor-hidden", "8,x"], "--actor-hidden"),
         (["--env-kwargs", "[1]"], "--env-kwargs"),
         (["--chunk-size", "3"], "chunk_size=3"),
+        (["--log", "tensorbored"], "tensorbored"),
     ],
 )
 def test_bad_values_exit_2_naming_the_field_before_writing(args, field, tmp_path, capsys):

@@ -12,6 +12,7 @@ from perla_jax import Config, make_env, resolve_env_name
         ({"k": 2.5}, ["k=2.5", "integer"]),
         ({"algo": "qmix"}, ["algo='qmix'", "perla_mappo", "mappo", "ippo"]),
         ({"advantage": "gae"}, ["advantage='gae'", "counterfactual", "td", "sarsa"]),
+        ({"critic_action_layer": "middle"}, ["critic_action_layer='middle'", "first", "last"]),
         ({"env": "atari"}, ["env='atari'", "unknown", "MPE_simple_spread_v3"]),
         ({"env": "MPE_simple_tag_v3"}, ["refused", "competitive"]),
         ({"env": "MPE_simple_speaker_listener_v4"}, ["refused", "different spaces"]),
