@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from perla_jax import Config, checkpoints, make_trainer, recording
 from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS
+from perla_jax.evaluation import PERIODIC_FILE, append_periodic, make_evaluator
 from perla_jax.loggers import LOGGERS, make_loggers, parse_kinds
 from perla_jax.sharding import maybe_initialize_distributed, seed_sharding, shard_seeds, to_host
 
@@ -69,6 +70,8 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "actor_agent_id": "append a one-hot agent id to actor observations",
     "share_actor": "one actor network shared by all agents",
     "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",
+    "eval_every": "evaluate greedy policies every this many updates into eval.csv (0: off)",
+    "eval_episodes": "episodes per seed of each periodic evaluation",
     "num_seeds": "seeds trained in parallel (vmap)",
     "seed": "base PRNG seed; seed i uses split(PRNGKey(seed), seeds)[i]",
 }
@@ -338,6 +341,23 @@ def _train(plan: Plan, manager, stop_after: int | None) -> Path:
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _periodic_evaluator(cfg_json: str):
+    cfg = Config.from_dict(json.loads(cfg_json))
+    trainer = make_trainer(cfg)
+    return make_evaluator(trainer.env, trainer.agents, cfg.eval_episodes, "greedy")
+
+
+def _evaluate_periodically(plan: Plan, state, done: int) -> None:
+    """Greedy evaluation of every seed's policy after update ``done``, appended to eval.csv. It runs after
+    the checkpoint of ``done`` is saved and its key depends only on (seed, done), so a resumed run repeats
+    it exactly; a row lost to a kill between the two is not rewritten."""
+    cfg = plan.cfg
+    evaluate = _periodic_evaluator(json.dumps(cfg.to_dict(), sort_keys=True))
+    episodes = to_host(evaluate(state.actor.params, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), done)))
+    append_periodic(plan.out / PERIODIC_FILE, episodes, done, done * cfg.batch_size)
+
+
 def _plot_if_any(out: Path, cfg: Config, done: int) -> None:
     if done:
         recording.plot_learning_curve(out, cfg)
@@ -374,6 +394,8 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
             meta = {"config": cfg.to_dict(), "updates_done": done, "num_updates": cfg.num_updates, "chunk_size": chunk}
             checkpoints.save(manager, state, meta)
             progress["done"] = done
+            if cfg.eval_every and done // cfg.eval_every > (done - chunk) // cfg.eval_every:
+                _evaluate_periodically(plan, state, done)
             mean_return = recording.mean_ci(metrics["return"].reshape(-1))[0]
             bar.set_postfix({"steps/s": f"{steps_per_chunk / elapsed:,.0f}", "return": f"{mean_return:.3f}"})
             bar.update(steps_per_chunk)

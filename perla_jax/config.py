@@ -25,6 +25,10 @@ class Config:
     the last hidden layer, so each of the K samples costs one lookup and one activation instead of a
     pass through the hidden layers (see ``networks.QCritic``). Both are MLPs on (state, others' actions).
 
+    ``eval_every`` > 0 makes ``experiments/run.py`` evaluate the greedy policies on ``eval_episodes``
+    episodes per seed whenever a chunk of updates passes a multiple of ``eval_every`` (between compiled
+    chunks, so the jitted training path is unchanged); 0 (default) turns it off.
+
     Step counting follows JaxMARL: ``total_timesteps`` counts environment transitions summed over the
     ``num_envs`` parallel environments (one transition moves every agent once), so one update consumes
     ``num_envs * num_steps`` of them.
@@ -56,6 +60,8 @@ class Config:
     actor_agent_id: bool = False
     share_actor: bool = True
     critic_time_chunk: int = 32
+    eval_every: int = 0
+    eval_episodes: int = 16
     num_seeds: int = 1
     seed: int = 0
 
@@ -73,6 +79,8 @@ class Config:
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)
         _check_int_at_least("seed", self.seed, 0)
+        _check_int_at_least("eval_every", self.eval_every, 0)
+        _check_int_at_least("eval_episodes", self.eval_episodes, 1)
         for name in ("actor_lr", "critic_lr", "max_grad_norm"):
             _check_range(name, getattr(self, name), 0.0, math.inf, low_open=True)
         for name in ("gamma", "gae_lambda"):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -22,11 +23,11 @@ SCRIPT = ROOT / "experiments" / "run.py"
 # mappo compiles in about half the time of perla_mappo; the trainers themselves are tested elsewhere.
 TINY = (
     "--algo mappo --k 2 --seeds 2 --num-envs 2 --num-steps 32 --total-timesteps 128 --num-minibatches 2 "
-    "--update-epochs 1 --actor-hidden 8,8 --critic-hidden 8,8"
+    "--update-epochs 1 --actor-hidden 8,8 --critic-hidden 8,8 --eval-every 1 --eval-episodes 2"
 ).split()
 TINY_CFG = dict(
     algo="mappo", k=2, num_seeds=2, num_envs=2, num_steps=32, total_timesteps=128, num_minibatches=2,
-    update_epochs=1, actor_hidden=(8, 8), critic_hidden=(8, 8),
+    update_epochs=1, actor_hidden=(8, 8), critic_hidden=(8, 8), eval_every=1, eval_episodes=2,
 )
 
 
@@ -82,6 +83,32 @@ def test_run_logs_each_seed_to_its_own_tensorboard_series(tiny_run):
         steps, values = zip(*scalars["return"])
         assert list(steps) == [Config(**TINY_CFG).batch_size * u for u in (1, 2)]
         np.testing.assert_allclose(values, metrics["return"][seed], rtol=1e-6)
+
+
+def test_periodic_evaluation_matches_evaluating_the_checkpoint(tiny_run):
+    """eval.csv holds one row per seed after every update; the last rows equal a greedy evaluation of the
+    final checkpoint with the same key."""
+    from perla_jax import checkpoints, make_trainer
+    from perla_jax.evaluation import make_evaluator
+
+    _, out = tiny_run
+    cfg = Config(**TINY_CFG)
+    with (out / "eval.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["update"]), int(r["seed"])) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert [int(r["env_steps"]) for r in rows] == [cfg.batch_size] * 2 + [2 * cfg.batch_size] * 2
+    trainer = make_trainer(cfg)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+    manager = checkpoints.open_manager(out, read_only=True)
+    try:
+        state = checkpoints.restore_state(manager, 2, jax.eval_shape(jax.vmap(trainer.init), keys))
+    finally:
+        manager.close()
+    evaluate = make_evaluator(trainer.env, trainer.agents, cfg.eval_episodes, "greedy")
+    episodes = evaluate(state.actor.params, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2))
+    expected = np.asarray(episodes.team_return, np.float64).mean(axis=1)
+    np.testing.assert_array_equal([float(r["team_return"]) for r in rows[2:]], expected)
+    np.testing.assert_array_equal([float(r["length"]) for r in rows], 26.0)
 
 
 def test_run_draws_a_png_learning_curve(tiny_run):

@@ -13,6 +13,8 @@ from perla_jax import Config, make_env, resolve_env_name
         ({"algo": "qmix"}, ["algo='qmix'", "perla_mappo", "mappo", "ippo"]),
         ({"advantage": "gae"}, ["advantage='gae'", "counterfactual", "td", "sarsa"]),
         ({"critic_action_layer": "middle"}, ["critic_action_layer='middle'", "first", "last"]),
+        ({"eval_every": -1}, ["eval_every=-1", ">= 0"]),
+        ({"eval_episodes": 0}, ["eval_episodes=0", ">= 1"]),
         ({"env": "atari"}, ["env='atari'", "unknown", "MPE_simple_spread_v3"]),
         ({"env": "MPE_simple_tag_v3"}, ["refused", "competitive"]),
         ({"env": "MPE_simple_speaker_listener_v4"}, ["refused", "different spaces"]),
