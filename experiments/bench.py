@@ -104,6 +104,44 @@ def _default_layer() -> str:
     return Config.critic_action_layer  # a dataclass field's default is its class attribute
 
 
+def interleaved(specs: list[dict], rounds: int, options: dict | None = None) -> list[dict]:
+    """Times the configurations of ``specs`` (``algo``, ``k``, ``seeds``, ``updates``, ``base``) in one
+    process, one call each per round, so that every round sees the same machine load; returns per spec the
+    median steps/s and, per round, its rate relative to the first spec (the reference, e.g. mappo)."""
+    import jax
+
+    built = []
+    for spec in specs:
+        fn, state, steps = _build(spec["algo"], spec["k"], spec["seeds"], spec["updates"], dict(spec["base"]), options)
+        compiled = fn.lower(state).compile(options)
+        built.append([compiled, jax.block_until_ready(compiled(state)), steps])  # warm-up call
+    rates = [[] for _ in specs]
+    for _ in range(rounds):
+        for i, entry in enumerate(built):
+            t0 = time.perf_counter()
+            entry[1] = jax.block_until_ready(entry[0](entry[1]))
+            rates[i].append(entry[2] / (time.perf_counter() - t0))
+    rows = []
+    for spec, r in zip(specs, rates):
+        ratios = [a / b for a, b in zip(r, rates[0])]
+        rows.append(dict(spec, median=statistics.median(r), ratio=statistics.median(ratios),
+                         ratio_min=min(ratios), ratio_max=max(ratios)))
+    return rows
+
+
+def format_interleaved(rows: list[dict]) -> str:
+    lines = ["| algo | K | critic action layer | seeds | steps/s (median) | vs first row: median (min-max) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        perla = r["algo"].startswith("perla")
+        layer = r["base"].get("critic_action_layer", _default_layer()) if perla else "-"
+        lines.append(
+            f"| {r['algo']} | {r['k'] if perla else '-'} | {layer} | {r['seeds']} | {r['median']:,.0f} | "
+            f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
 def run_isolated(spec: dict) -> dict:
     """Runs :func:`measure` in a fresh Python process and returns its row (peak memory is that process's)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)]
@@ -196,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke-test defaults: 2 updates, seeds 1 2, K 1 4, 3 repeats")
     p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
     p.add_argument("--jaxmarl-baseline", type=float, help="JaxMARL ippo_ff_mpe 1-seed steps/s on this machine")
+    p.add_argument("--interleaved", type=int, metavar="ROUNDS",
+                   help="instead of the grid: mappo and perla_mappo K=16 (each action layer) at the first --seeds "
+                        "value, in one process, calls alternating for ROUNDS rounds (robust to machine load)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # child mode: JSON spec for measure()
     args = p.parse_args(argv)
     if args.one:
@@ -205,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, value in defaults.items():  # explicit flags win over --quick
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.interleaved:
+        _main_interleaved(args, argv)
+        return
     specs = []
     for seeds in args.seeds:
         for algo in args.algos + ([] if args.no_random else [RANDOM]):
@@ -240,6 +284,28 @@ def main(argv: list[str] | None = None) -> None:
             *checks,
         ])
         write_report(args.write, body)
+
+
+def _main_interleaved(args: argparse.Namespace, argv: list[str] | None) -> None:
+    seeds = args.seeds[0]
+    specs = [dict(algo="mappo", k=1, seeds=seeds, updates=args.updates, base={})] + [
+        dict(algo="perla_mappo", k=16, seeds=seeds, updates=args.updates, base={"critic_action_layer": layer})
+        for layer in args.action_layers
+    ]
+    load_before = os.getloadavg()
+    table = format_interleaved(interleaved(specs, args.interleaved))
+    load_after = os.getloadavg()
+    print(table)
+    if args.write:
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        command = shlex.join(["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else argv))
+        body = "\n".join([
+            table, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine_info()}  ",
+            "Load average (1 min) before/after: " + f"{load_before[0]:.2f} / {load_after[0]:.2f}",
+        ])
+        from perla_jax import recording
+
+        recording.write_marked_section(args.write, "bench-interleaved", body)
 
 
 if __name__ == "__main__":
