@@ -1,7 +1,7 @@
 """Evaluate the policies of a run folder written by run.py, and optionally draw them.
 
 Loads the latest (or ``--checkpoint STEP``) checkpoint, plays ``--episodes`` episodes per seed with greedy
-(argmax) or stochastic actions, prints the mean team return with a 95% CI over seeds and writes
+(argmax) or stochastic actions, prints the mean team return (and on SMAX the win rate) with a 95% CI over seeds and writes
 ``eval.json`` to the run folder (see ``perla_jax.evaluation.summarise``). ``--render N`` also writes a GIF
 of N episodes of seed 0. Example::
 
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
     ret = result["metrics"]["team_return"]
     print(f"checkpoint {step}/{cfg.num_updates} updates, {args.mode}, {args.episodes} episodes x {cfg.num_seeds} seeds")
     print(f"team return (95% CI over seeds): {recording.format_mean_ci(ret['mean'], ret['ci95'] or float('nan'))}")
+    if "win_rate" in result["metrics"]:
+        win = result["metrics"]["win_rate"]
+        print(f"win rate (95% CI over seeds): {recording.format_mean_ci(win['mean'], win['ci95'] or float('nan'))}")
     print(f"wrote {run_dir / EVAL_FILE}")
     if args.render:
         seed0 = jax.tree.map(lambda x: x[0], state.actor.params)

@@ -5,6 +5,7 @@ validated before anything compiles. Seeds train in parallel (vmap); updates run 
 the same size, so the chunk function compiles once. Example::
 
     python experiments/run.py --env mpe --algo perla_mappo --k 8 --seeds 4 --total-timesteps 2e6
+    python experiments/run.py --env smax --map 2s3z --k 16 --seeds 8
 
 Writes ``config.json``, ``metrics.csv`` (appended after each chunk) and ``learning_curve.png`` to
 ``--out`` (see ``perla_jax.recording``), and after each chunk a checkpoint in ``checkpoints/`` (see
@@ -35,7 +36,7 @@ from perla_jax.evaluation import PERIODIC_FILE, append_periodic, make_evaluator
 from perla_jax.loggers import LOGGERS, make_loggers, parse_kinds
 from perla_jax.sharding import maybe_initialize_distributed, seed_sharding, shard_seeds, to_host
 
-OPTION_NAMES = {"num_seeds": "seeds"}  # field -> option name where it differs from the field's
+OPTION_NAMES = {"num_seeds": "seeds", "map_name": "map"}  # field -> option name where it differs from the field's
 CHOICES = {
     "algo": ALGOS,
     "advantage": ADVANTAGES,
@@ -44,8 +45,9 @@ CHOICES = {
 }
 TARGET_CALLS = 50
 HELP = {  # one line per Config field; a field missing here still gets an option
-    "env": "environment: mpe or a supported jaxmarl MPE name",
+    "env": "environment: mpe, smax, or a supported jaxmarl name (MPE scenarios, HeuristicEnemySMAX)",
     "env_kwargs": "keyword arguments for the environment, as a JSON object",
+    "map_name": "SMAX map from jaxmarl's scenario table, e.g. 3m, 2s3z (required with --env smax; none elsewhere)",
     "algo": "algorithm",
     "advantage": "advantage estimator",
     "k": "joint-action samples K for the marginalised critic",

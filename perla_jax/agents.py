@@ -1,7 +1,8 @@
 """The learner's functions: policies, critic inputs and the critic's value estimates for every algorithm.
 
 Shapes: ``[..., N, O]`` observations with any leading axes (``[T, E]`` in a rollout batch, ``[B]`` in a
-minibatch); ``A`` actions; ``K`` marginalisation samples.
+minibatch); ``[..., S]`` the environment's global state (``MultiAgentEnv.global_state``); ``[..., N, A]``
+available actions (bool); ``A`` actions; ``K`` marginalisation samples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 
 from perla_jax import advantages as adv
 from perla_jax.config import Config
-from perla_jax.envs import MultiAgentEnv, global_state
+from perla_jax.envs import MultiAgentEnv
 from perla_jax.marginalisation import marginal_q_head, q_head_samples, sample_joint_actions
 from perla_jax.networks import Actor, QCritic, VCritic, agent_ids
 
@@ -30,6 +31,7 @@ class Agents:
     obs_dim: int
     actor: Actor
     critic: QCritic | VCritic
+    state_dim: int
 
     @classmethod
     def build(cls, cfg: Config, env: MultiAgentEnv) -> "Agents":
@@ -39,7 +41,7 @@ class Agents:
             critic = QCritic(env.num_agents, env.num_actions, cfg.critic_hidden, cfg.activation, action_layer)
         else:
             critic = VCritic(cfg.critic_hidden, cfg.activation)
-        return cls(cfg, env.num_agents, env.num_actions, env.obs_dim, actor, critic)
+        return cls(cfg, env.num_agents, env.num_actions, env.obs_dim, actor, critic, env.state_dim)
 
     # ---- actor -------------------------------------------------------------------------------
     def actor_inputs(self, obs: chex.Array) -> chex.Array:
@@ -54,25 +56,29 @@ class Agents:
         # One parameter set per agent, stacked on a leading N axis.
         return jax.vmap(lambda k: self.actor.init(k, dummy))(jax.random.split(key, self.num_agents))
 
-    def policy(self, params: chex.ArrayTree, obs: chex.Array) -> distrax.Categorical:
-        """Observations ``[..., N, O]`` -> categorical policy with batch shape ``[..., N]``."""
+    def policy(self, params: chex.ArrayTree, obs: chex.Array, avail: chex.Array | None = None) -> distrax.Categorical:
+        """Observations ``[..., N, O]`` -> categorical policy with batch shape ``[..., N]``; unavailable
+        actions (``avail [..., N, A]`` false) get probability 0. Without ``avail`` every action is available."""
         x = self.actor_inputs(obs)
         if self.cfg.share_actor:
             logits = self.actor.apply(params, x)
         else:
             logits = jax.vmap(self.actor.apply, in_axes=(0, -2), out_axes=-2)(params, x)
+        if avail is not None:
+            # The most negative finite logit rather than -inf: probabilities are exactly 0, yet log-probs,
+            # entropy and gradients stay finite (no inf - inf).
+            logits = jnp.where(avail, logits, jnp.finfo(logits.dtype).min)
         return distrax.Categorical(logits=logits)
 
     # ---- critic ------------------------------------------------------------------------------
-    def critic_features(self, obs: chex.Array) -> chex.Array:
-        """Observations ``[..., N, O]`` -> per-agent critic input ``[..., N, F]``.
+    def critic_features(self, obs: chex.Array, state: chex.Array) -> chex.Array:
+        """Observations ``[..., N, O]`` and global state ``[..., S]`` -> per-agent critic input ``[..., N, F]``.
 
         mappo / perla_mappo: global state and one-hot agent id; ippo: own observation;
         perla_ippo: own observation and id (the id locates the agent's blank slot in the others' actions).
         """
         if self.cfg.centralised_critic:
-            state = global_state(obs)[..., None, :]
-            base = jnp.broadcast_to(state, (*obs.shape[:-1], state.shape[-1]))
+            base = jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1]))
         else:
             base = obs
         if self.cfg.algo == "ippo":
@@ -80,29 +86,32 @@ class Agents:
         return jnp.concatenate([base, _broadcast_ids(obs, self.num_agents)], axis=-1)
 
     def init_critic(self, key: chex.PRNGKey) -> chex.ArrayTree:
-        features = self.critic_features(jnp.zeros((self.num_agents, self.obs_dim)))
+        features = self.critic_features(jnp.zeros((self.num_agents, self.obs_dim)), jnp.zeros((self.state_dim,)))
         if self.cfg.uses_q_critic:
             return self.critic.init(key, features, jnp.zeros((self.num_agents,), jnp.int32))
         return self.critic.init(key, features)
 
-    def state_values(self, params: chex.ArrayTree, obs: chex.Array) -> chex.Array:
-        """V-critic: ``[..., N, O]`` -> ``[..., N]``."""
-        return self.critic.apply(params, self.critic_features(obs))
+    def state_values(self, params: chex.ArrayTree, obs: chex.Array, state: chex.Array) -> chex.Array:
+        """V-critic: obs ``[..., N, O]``, state ``[..., S]`` -> ``[..., N]``."""
+        return self.critic.apply(params, self.critic_features(obs, state))
 
-    def q_samples(self, params: chex.ArrayTree, obs: chex.Array, joint_samples: chex.Array) -> chex.Array:
-        """Q-critic per sample: obs ``[..., N, O]``, samples ``[..., K, N]`` -> ``[..., N, K, A]``."""
-        return q_head_samples(self.critic, params, self.critic_features(obs), joint_samples)
+    def q_samples(
+        self, params: chex.ArrayTree, obs: chex.Array, state: chex.Array, joint_samples: chex.Array
+    ) -> chex.Array:
+        """Q-critic per sample: obs ``[..., N, O]``, state ``[..., S]``, samples ``[..., K, N]`` -> ``[..., N, K, A]``."""
+        return q_head_samples(self.critic, params, self.critic_features(obs, state), joint_samples)
 
     def q_marginal(
         self,
         params: chex.ArrayTree,
         obs: chex.Array,
+        state: chex.Array,
         joint_samples: chex.Array,
         own_actions: chex.Array | None = None,
     ) -> tuple[chex.Array, chex.Array | None]:
         """Q^_i over own actions ``[..., N, A]`` and, given ``own_actions [..., N]``, the variance over K
         of the per-sample values at them ``[..., N]`` (see ``marginal_q_head``)."""
-        features = self.critic_features(obs)
+        features = self.critic_features(obs, state)
         return marginal_q_head(self.critic, params, features, joint_samples, own_actions)
 
     def sample_others(self, key: chex.PRNGKey, policy: distrax.Categorical) -> chex.Array:
@@ -135,9 +144,10 @@ def estimate(
     lam_returns = lambda next_v: adv.lambda_returns(traj.reward, next_v, term, end, cfg.gamma, cfg.gae_lambda)
     # The states acted in and the states reached (before any reset) go through the critic as one batch.
     both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)  # [2T, E, N, O]
+    states_both = jnp.concatenate([traj.state, traj.final_state], axis=0)  # [2T, E, S]
     t = traj.obs.shape[0]
     if not cfg.uses_q_critic:
-        values, final_values = jnp.split(agents.state_values(critic_params, both), [t])
+        values, final_values = jnp.split(agents.state_values(critic_params, both, states_both), [t])
         returns = lam_returns(next_step_values(values, final_values, ended))
         return CriticEstimates(
             advantages=returns - values,
@@ -146,7 +156,8 @@ def estimate(
             joint_samples=None,
             sample_variance=jnp.zeros_like(values),
         )
-    policy = agents.policy(actor_params, both)
+    # Masked policies: the others' samples and the expectations over own actions skip unavailable ones.
+    policy = agents.policy(actor_params, both, jnp.concatenate([traj.avail, traj.final_avail], axis=0))
     probs_now, probs_final = jnp.split(policy.probs, [t])
     samples_both = agents.sample_others(key, policy)  # [2T, E, K, N]
     # The final observations have no action; any action works for their (unused) variance.
@@ -154,7 +165,7 @@ def estimate(
     # Time chunks bound the peak memory of the [2T, E, N, K, H] per-sample critic batch.
     q_both, q_var_both = jax.lax.map(
         lambda x: agents.q_marginal(critic_params, *x),
-        (both, samples_both, actions_both),
+        (both, states_both, samples_both, actions_both),
         batch_size=min(cfg.critic_time_chunk, 2 * t),
     )  # [2T, E, N, A], [2T, E, N]
     (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]

@@ -29,6 +29,9 @@ class Config:
     episodes per seed whenever a chunk of updates passes a multiple of ``eval_every`` (between compiled
     chunks, so the jitted training path is unchanged); 0 (default) turns it off.
 
+    ``map_name`` is the SMAX map (a name in jaxmarl's scenario table, e.g. ``3m``, ``2s3z``); it is
+    required with ``env="smax"`` and refused with any other env.
+
     Step counting follows JaxMARL: ``total_timesteps`` counts environment transitions summed over the
     ``num_envs`` parallel environments (one transition moves every agent once), so one update consumes
     ``num_envs * num_steps`` of them.
@@ -36,6 +39,7 @@ class Config:
 
     env: str = "mpe"
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    map_name: str = ""
     algo: str = "perla_mappo"
     advantage: str = "td"
     k: int = 16
@@ -103,9 +107,10 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is below one update (num_envs*num_steps={batch}): "
                 f"allowed is total_timesteps >= {batch}"
             )
-        from perla_jax.envs import resolve_env_name  # local: envs imports jaxmarl, config stays light
+        from perla_jax.envs import check_map, resolve_env_name  # local: envs imports jaxmarl, config stays light
 
         resolve_env_name(self.env)
+        check_map(self.env, self.map_name)
 
     @property
     def batch_size(self) -> int:

@@ -1,4 +1,5 @@
-"""Environments: name resolution, a truncation-aware auto-reset step, and the critic's global state.
+"""Environments: name resolution, a truncation-aware auto-reset step, the critic's global state and the
+available actions (SMAX's specifics live in ``perla_jax.smax``).
 
 Axis convention used across the package: ``[T, E, N, ...]`` = time, environment, agent.
 Functions here act on one environment (no ``E`` axis); the trainer vmaps them over ``E``.
@@ -15,9 +16,10 @@ import jax.numpy as jnp
 import jaxmarl
 from jaxmarl.environments import spaces
 
-ALIASES = {"mpe": "MPE_simple_spread_v3"}
-# Cooperative MPE scenarios whose agents share observation and action spaces (and so one policy).
-SUPPORTED = ("MPE_simple_spread_v3", "MPE_simple_reference_v3", "MPE_simple_v3")
+ALIASES = {"mpe": "MPE_simple_spread_v3", "smax": "HeuristicEnemySMAX"}
+# Cooperative scenarios whose agents share observation and action spaces (and so one policy).
+SUPPORTED = ("MPE_simple_spread_v3", "MPE_simple_reference_v3", "MPE_simple_v3", "HeuristicEnemySMAX")
+SMAX_ENVS = ("HeuristicEnemySMAX",)
 REFUSED = {
     "MPE_simple_speaker_listener_v4": "cooperative but its speaker and listener have different spaces",
     "MPE_simple_tag_v3": "competitive (predators against prey)",
@@ -62,6 +64,9 @@ class Transition:
     truncated: chex.Array  # [] the episode hit its time limit: bootstrap from final_obs
     episode_return: chex.Array  # [] team return of the episode that ended here (0 if none)
     episode_length: chex.Array  # []
+    final_state: chex.Array  # [S] critic's global state at final_obs
+    final_avail: chex.Array  # [N, A] bool, actions available at final_obs
+    won: chex.Array  # [] the episode ended here in a win (always False where the env has no wins)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +96,25 @@ class MultiAgentEnv:
     def state_dim(self) -> int:
         return self.num_agents * self.obs_dim
 
+    @property
+    def reports_wins(self) -> bool:
+        """Whether episodes can be won (SMAX); elsewhere the win rate is NaN."""
+        return False
+
+    def global_state(self, inner: Any, obs: chex.Array) -> chex.Array:
+        """The critic's centralised state ``[S]`` in jaxmarl state ``inner`` with observations ``obs [N, O]``
+        (MPE: concatenated observations)."""
+        return global_state(obs)
+
+    def avail_actions(self, inner: Any) -> chex.Array:
+        """Available actions ``[N, A]`` (bool) in jaxmarl state ``inner``; every action in MPE."""
+        return jnp.ones((self.num_agents, self.num_actions), bool)
+
+    def episode_end(self, inner: Any, done: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
+        """(terminated, truncated, won) of a step that reached jaxmarl state ``inner`` with ``done``.
+        MPE ends episodes only at its time limit, so every end is a truncation."""
+        return jnp.zeros_like(done), done, jnp.zeros_like(done)
+
     def reset(self, key: chex.PRNGKey) -> tuple[chex.Array, EnvState]:
         obs, inner = self.env.reset(key)
         zero = jnp.zeros((), jnp.float32)
@@ -108,8 +132,8 @@ class MultiAgentEnv:
         final_obs = self._stack(obs)
         reward = self._stack(reward).astype(jnp.float32)
         ended = done["__all__"]
-        # MPE ends episodes only at its time limit, so every end is a truncation.
-        truncated, terminated = ended, jnp.zeros_like(ended)
+        terminated, truncated, won = self.episode_end(inner, ended)
+        final_state, final_avail = self.global_state(inner, final_obs), self.avail_actions(inner)
         ret = state.episode_return + reward.mean()
         length = state.episode_length + 1
         reset_obs, reset_state = self.reset(key_reset)
@@ -127,6 +151,9 @@ class MultiAgentEnv:
             truncated=truncated,
             episode_return=jnp.where(ended, ret, 0.0),
             episode_length=jnp.where(ended, length, 0.0),
+            final_state=final_state,
+            final_avail=final_avail,
+            won=won & ended,
         )
         return next_state, transition
 
@@ -139,9 +166,31 @@ class MultiAgentEnv:
         return jnp.stack([per_agent[a] for a in self.agents])
 
 
-def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None) -> MultiAgentEnv:
+def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: str = "") -> MultiAgentEnv:
+    """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the SMAX map (SMAX only)."""
     full = resolve_env_name(name)
-    env = jaxmarl.make(full, **dict(env_kwargs or {}))
+    check_map(name, map_name)
+    if full in SMAX_ENVS:
+        from perla_jax.smax import make_smax  # local: smax subclasses MultiAgentEnv
+
+        return _check_spaces(name, make_smax(full, map_name, env_kwargs))
+    return _check_spaces(name, MultiAgentEnv(name=full, env=jaxmarl.make(full, **dict(env_kwargs or {}))))
+
+
+def check_map(name: str, map_name: str) -> None:
+    """A map is required by SMAX and refused elsewhere; ``name`` is an alias or jaxmarl name."""
+    full = resolve_env_name(name)
+    if full not in SMAX_ENVS:
+        if map_name:
+            raise ValueError(f"map_name={map_name!r} is refused for env={name!r}: maps exist only for SMAX (env=smax)")
+        return
+    from perla_jax.smax import check_map_name
+
+    check_map_name(map_name)
+
+
+def _check_spaces(name: str, menv: MultiAgentEnv) -> MultiAgentEnv:
+    env = menv.env
     first = env.agents[0]
     for agent in env.agents:
         if not isinstance(env.action_space(agent), spaces.Discrete):
@@ -149,7 +198,7 @@ def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None) -> MultiAge
         same_obs = env.observation_space(agent).shape == env.observation_space(first).shape
         if not same_obs or env.action_space(agent).n != env.action_space(first).n:
             raise ValueError(f"env={name!r}: agents have different spaces; allowed are homogeneous agents")
-    return MultiAgentEnv(name=full, env=env)
+    return menv
 
 
 def global_state(obs: chex.Array) -> chex.Array:

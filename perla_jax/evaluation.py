@@ -1,7 +1,7 @@
 """Evaluating trained policies: whole episodes per seed, greedy or stochastic, summarised over seeds.
 
 ``team_return`` follows training's convention (``EnvState.episode_return``): per episode, the sum over
-time of the mean reward over agents. Each episode starts from its own reset and runs until its first end;
+time of the mean reward over agents; ``win_rate`` (SMAX only) is the fraction of episodes won. Each episode starts from its own reset and runs until its first end;
 seeds are the leading axis of the actor parameters, as in the vmapped training state.
 """
 
@@ -34,6 +34,7 @@ class Episodes:
     team_return: chex.Array  # sum over time of the mean reward over agents
     length: chex.Array  # transitions in the episode
     ended: chex.Array  # the episode ended within the horizon (else the numbers above are incomplete)
+    won: chex.Array | None = None  # the episode was won (None where the env has no wins, e.g. MPE)
 
 
 def check_mode(mode: str) -> None:
@@ -42,8 +43,9 @@ def check_mode(mode: str) -> None:
 
 
 def episode_horizon(env: MultiAgentEnv) -> int:
-    """Steps to run per episode: jaxmarl's MPE ends an episode after ``max_steps + 1`` transitions (it checks
-    ``step >= max_steps`` before incrementing). Evaluation checks that every episode did end."""
+    """Steps to run per episode: jaxmarl's MPE and SMAX end an episode after at most ``max_steps + 1``
+    transitions (they check ``step >= max_steps`` before incrementing). Evaluation checks that every episode
+    did end."""
     max_steps = getattr(env.env, "max_steps", None)
     if not isinstance(max_steps, int):
         raise ValueError(f"env={env.name!r} has no integer max_steps: evaluation needs an episode time limit")
@@ -68,20 +70,25 @@ def play_episode(
     def step(carry, step_key):
         state, obs, over = carry
         key_act, key_env = jax.random.split(step_key)
-        policy = agents.policy(actor_params, obs)
+        policy = agents.policy(actor_params, obs, env.avail_actions(state.inner))
         action = policy.mode() if greedy else policy.sample(seed=key_act)
         next_state, tr = env.step(key_env, state, action)
         ended = tr.terminated | tr.truncated
         # The wrapper reports an episode's totals on its last step only.
         finishing = ended & ~over
-        totals = (jnp.where(finishing, tr.episode_return, 0.0), jnp.where(finishing, tr.episode_length, 0.0))
+        totals = (
+            jnp.where(finishing, tr.episode_return, 0.0),
+            jnp.where(finishing, tr.episode_length, 0.0),
+            finishing & tr.won,
+        )
         return (next_state, tr.obs, over | ended), (totals, ~over, state.inner if record else None)
 
     carry = (state, obs, jnp.array(False))
-    (_, _, over), ((returns, lengths), live, states) = jax.lax.scan(
+    (_, _, over), ((returns, lengths, wins), live, states) = jax.lax.scan(
         step, carry, jax.random.split(key_run, horizon)
     )
-    return Episodes(team_return=returns.sum(), length=lengths.sum(), ended=over), states, live
+    won = wins.any() if env.reports_wins else None
+    return Episodes(team_return=returns.sum(), length=lengths.sum(), ended=over, won=won), states, live
 
 
 def make_evaluator(
@@ -114,7 +121,9 @@ def summarise(episodes: Episodes, mode: str, checkpoint: int, eval_seed: int) ->
     ended = np.asarray(episodes.ended)
     if not ended.all():
         raise RuntimeError(f"{int((~ended).sum())} of {ended.size} evaluation episodes did not end within the horizon")
-    per_seed = {name: np.asarray(getattr(episodes, name), np.float64).mean(axis=1) for name in ("team_return", "length")}
+    names = ("team_return", "length") + (("win_rate",) if episodes.won is not None else ())
+    values = {"team_return": episodes.team_return, "length": episodes.length, "win_rate": episodes.won}
+    per_seed = {name: np.asarray(values[name], np.float64).mean(axis=1) for name in names}
     num_seeds, num_episodes = ended.shape
     return {
         "checkpoint": int(checkpoint),

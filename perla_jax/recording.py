@@ -35,7 +35,8 @@ Z95 = 1.96  # two-sided 95% quantile of the standard normal
 def default_run_dir(cfg: Config, now: _dt.datetime | None = None, root: str | Path = "runs") -> Path:
     """``<root>/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>`` for ``now`` (default: the current local time)."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{cfg.env}-{cfg.algo}-k{cfg.k}-{stamp}"
+    env = f"{cfg.env}-{cfg.map_name}" if cfg.map_name else cfg.env
+    return Path(root) / f"{env}-{cfg.algo}-k{cfg.k}-{stamp}"
 
 
 def write_config(run_dir: str | Path, cfg: Config) -> Path:
@@ -163,7 +164,7 @@ def plot_learning_curve(run_dir: str | Path, cfg: Config | None = None) -> Path:
         ax.fill_between(steps, mean - half, mean + half, alpha=0.25, label="95% CI (normal approx.)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return")
-    ax.set_title(f"{cfg.env} | {cfg.algo} | K={cfg.k} | {num_seeds} seed{'s' if num_seeds != 1 else ''}")
+    ax.set_title(f"{cfg.env}{' ' + cfg.map_name if cfg.map_name else ''} | {cfg.algo} | K={cfg.k} | {num_seeds} seed{'s' if num_seeds != 1 else ''}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()

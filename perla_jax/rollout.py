@@ -14,6 +14,8 @@ class Trajectory:
     """A rollout batch; axes ``[T, E, N, ...]`` = time, environment, agent."""
 
     obs: chex.Array  # [T, E, N, O] observation acted on
+    state: chex.Array  # [T, E, S] critic's global state acted in (MultiAgentEnv.global_state)
+    avail: chex.Array  # [T, E, N, A] bool, actions available at obs (the policy was masked with it)
     action: chex.Array  # [T, E, N]
     log_prob: chex.Array  # [T, E, N] behaviour log-probability of the action
     reward: chex.Array  # [T, E, N]
@@ -22,6 +24,9 @@ class Trajectory:
     truncated: chex.Array  # [T, E]
     episode_return: chex.Array  # [T, E] team return of an episode that ended at this step, else 0
     episode_length: chex.Array  # [T, E]
+    final_state: chex.Array  # [T, E, S] global state at final_obs
+    final_avail: chex.Array  # [T, E, N, A] bool, actions available at final_obs
+    won: chex.Array  # [T, E] an episode ended at this step in a win
 
 
 def rollout(
@@ -39,11 +44,15 @@ def rollout(
     def step(carry, step_key):
         env_state, obs = carry
         key_act, key_env = jax.random.split(step_key)
-        policy = agents.policy(actor_params, obs)
+        state = jax.vmap(env.global_state)(env_state.inner, obs)
+        avail = jax.vmap(env.avail_actions)(env_state.inner)
+        policy = agents.policy(actor_params, obs, avail)
         action = policy.sample(seed=key_act)  # [E, N]
         env_state, tr = jax.vmap(env.step)(jax.random.split(key_env, num_envs), env_state, action)
         record = Trajectory(
             obs=obs,
+            state=state,
+            avail=avail,
             action=action,
             log_prob=policy.log_prob(action),
             reward=tr.reward,
@@ -52,6 +61,9 @@ def rollout(
             truncated=tr.truncated,
             episode_return=tr.episode_return,
             episode_length=tr.episode_length,
+            final_state=tr.final_state,
+            final_avail=tr.final_avail,
+            won=tr.won,
         )
         return (env_state, tr.obs), record
 

@@ -32,6 +32,7 @@ METRICS = (
     "approx_kl",
     "clip_frac",
     "critic_sample_var",
+    "win_rate",
 )
 
 
@@ -50,6 +51,8 @@ class Batch:
     """Training batch; leading axes ``[T, E]`` before flattening, ``[B]`` after."""
 
     obs: chex.Array  # [..., N, O]
+    state: chex.Array  # [..., S] global state (the centralised critic's input)
+    avail: chex.Array  # [..., N, A] available actions (the policy is masked as in the rollout)
     action: chex.Array  # [..., N]
     log_prob: chex.Array  # [..., N]
     advantages: chex.Array  # [..., N]
@@ -75,7 +78,7 @@ class Trainer:
 
 
 def make_trainer(cfg: Config) -> Trainer:
-    env = make_env(cfg.env, cfg.env_kwargs)
+    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name)
     agents = Agents.build(cfg, env)
     return Trainer(cfg, env, agents, _make_init(cfg, env, agents), _make_train_step(cfg, env, agents))
 
@@ -114,7 +117,7 @@ def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents) -> Callable[[che
 
 def _make_losses(cfg: Config, agents: Agents):
     def actor_loss(params, mb: Batch):
-        policy = agents.policy(params, mb.obs)
+        policy = agents.policy(params, mb.obs, mb.avail)
         return ppo_actor_loss(
             policy.log_prob(mb.action),
             mb.log_prob,
@@ -127,10 +130,10 @@ def _make_losses(cfg: Config, agents: Agents):
     def critic_loss(params, mb: Batch):
         if cfg.uses_q_critic:
             # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
-            q_hat, _ = agents.q_marginal(params, mb.obs, mb.joint_samples)
+            q_hat, _ = agents.q_marginal(params, mb.obs, mb.state, mb.joint_samples)
             prediction = take_action(q_hat, mb.action)
         else:
-            prediction = agents.state_values(params, mb.obs)
+            prediction = agents.state_values(params, mb.obs, mb.state)
         loss = clipped_value_loss(prediction, mb.old_predictions, mb.targets, cfg.clip_eps)
         return cfg.vf_coef * loss, loss
 
@@ -161,6 +164,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
         est = estimate(agents, state.actor.params, state.critic.params, traj, k_est)
         batch = Batch(
             obs=traj.obs,
+            state=traj.state,
+            avail=traj.avail,
             action=traj.action,
             log_prob=traj.log_prob,
             advantages=est.advantages,
@@ -181,6 +186,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
             **{"return": traj.episode_return.sum() / num_ended},
             episode_length=traj.episode_length.sum() / num_ended,
             critic_sample_var=est.sample_variance.mean(),
+            # Fraction of the episodes that ended in this rollout that were won; NaN without wins (MPE).
+            win_rate=traj.won.sum() / num_ended if env.reports_wins else jnp.float32(jnp.nan),
         )
         new_state = RunnerState(
             actor=nets[0], critic=nets[1], env_state=env_state, obs=obs, key=key, update=state.update + 1

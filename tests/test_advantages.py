@@ -119,6 +119,7 @@ def test_estimate_bootstraps_on_truncation_not_termination_on_a_hand_made_trajec
 
     from perla_jax import Config, make_env
     from perla_jax.agents import Agents, estimate
+    from perla_jax.envs import global_state
     from perla_jax.rollout import Trajectory
 
     cfg = Config(algo="mappo", gamma=0.9, gae_lambda=0.0, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1)
@@ -129,15 +130,18 @@ def test_estimate_bootstraps_on_truncation_not_termination_on_a_hand_made_trajec
     obs = jax.random.normal(jax.random.PRNGKey(1), (T, 1, N, O))
     final_obs = jax.random.normal(jax.random.PRNGKey(2), (T, 1, N, O))
     reward = jnp.arange(T * N, dtype=jnp.float32).reshape(T, 1, N)
+    avail = jnp.ones((T, 1, N, env.num_actions), bool)
     traj = Trajectory(
         obs=obs, action=jnp.zeros((T, 1, N), jnp.int32), log_prob=jnp.zeros((T, 1, N)), reward=reward,
         final_obs=final_obs, terminated=jnp.array([[False], [False], [False], [True]]),
         truncated=jnp.array([[False], [True], [False], [False]]),
         episode_return=jnp.zeros((T, 1)), episode_length=jnp.zeros((T, 1)),
+        state=global_state(obs), final_state=global_state(final_obs), avail=avail, final_avail=avail,
+        won=jnp.zeros((T, 1), bool),
     )
     est = estimate(agents, agents.init_actor(jax.random.PRNGKey(3)), params, traj, jax.random.PRNGKey(4))
-    v = np.asarray(agents.state_values(params, obs))[:, 0]
-    v_final = np.asarray(agents.state_values(params, final_obs))[:, 0]
+    v = np.asarray(agents.state_values(params, obs, global_state(obs)))[:, 0]
+    v_final = np.asarray(agents.state_values(params, final_obs, global_state(final_obs)))[:, 0]
     r = np.asarray(reward)[:, 0]
     want = np.stack([r[0] + 0.9 * v[1], r[1] + 0.9 * v_final[1], r[2] + 0.9 * v[3], r[3]])
     np.testing.assert_allclose(est.targets[:, 0], want, rtol=1e-5, atol=1e-5)

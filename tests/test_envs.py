@@ -24,6 +24,10 @@ def test_truncation_keeps_final_obs_and_resets():
         np.testing.assert_allclose(tr.final_obs, np.stack([ref_obs[a] for a in env.agents]), rtol=1e-6)
         np.testing.assert_allclose(tr.reward, np.stack([ref_rew[a] for a in env.agents]), rtol=1e-6)
         assert bool(tr.truncated) == bool(ref_done["__all__"]) and not bool(tr.terminated)
+        # MPE: the global state is the concatenated observations, every action is available, no wins.
+        np.testing.assert_array_equal(tr.final_state, tr.final_obs.reshape(-1))
+        assert tr.final_avail.shape == (env.num_agents, env.num_actions) and bool(tr.final_avail.all())
+        assert not bool(tr.won)
         total += float(tr.reward.mean())
         if bool(tr.truncated):
             ends.append(t)

@@ -170,7 +170,7 @@ def test_critic_head_marginal_equals_generic_marginalise(action_layer):
     params = agents.init_critic(jax.random.PRNGKey(5))
     obs = jax.random.normal(jax.random.PRNGKey(6), (env.num_agents, env.obs_dim))
     samples = jax.random.randint(jax.random.PRNGKey(7), (cfg.k, env.num_agents), 0, env.num_actions)
-    features = agents.critic_features(obs)
+    features = agents.critic_features(obs, obs.reshape(-1))
     per_sample = q_head_samples(agents.critic, params, features, samples)
     assert per_sample.shape == (env.num_agents, cfg.k, env.num_actions)
     q_hat, q_var = marginal_q(per_sample)
