@@ -24,7 +24,7 @@ from perla_jax.recording import mean_ci
 MODES = ("greedy", "stochastic")
 EVAL_FILE = "eval.json"
 PERIODIC_FILE = "eval.csv"  # periodic evaluation during training (Config.eval_every)
-PERIODIC_COLUMNS = ("seed", "update", "env_steps", "team_return", "length")
+PERIODIC_COLUMNS = ("seed", "update", "env_steps", "team_return", "length", "win_rate")
 
 
 @chex.dataclass(frozen=True)
@@ -146,19 +146,21 @@ def _over_seeds(per_seed: np.ndarray) -> dict[str, Any]:
 
 def append_periodic(path: str | Path, episodes: Episodes, update: int, env_steps: int) -> None:
     """Appends one row per seed (means over the episodes of ``Episodes [S, E]``) to the periodic evaluation
-    CSV at ``path``, writing the header if the file is new; flushed and synced like ``metrics.csv``."""
+    CSV at ``path``, writing the header if the file is new; flushed and synced like ``metrics.csv``.
+    ``win_rate`` is NaN where the env has no wins (MPE)."""
     ended = np.asarray(episodes.ended)
     if not ended.all():
         raise RuntimeError(f"{int((~ended).sum())} of {ended.size} evaluation episodes did not end within the horizon")
     returns = np.asarray(episodes.team_return, np.float64).mean(axis=1)
     lengths = np.asarray(episodes.length, np.float64).mean(axis=1)
+    wins = np.full_like(returns, np.nan) if episodes.won is None else np.asarray(episodes.won, np.float64).mean(axis=1)
     path = Path(path)
     new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:
         writer = csv.writer(f)
         if new:
             writer.writerow(PERIODIC_COLUMNS)
-        for seed, (ret, length) in enumerate(zip(returns, lengths)):
-            writer.writerow([seed, update, env_steps, repr(float(ret)), repr(float(length))])
+        for seed, row in enumerate(zip(returns, lengths, wins)):
+            writer.writerow([seed, update, env_steps, *(repr(float(v)) for v in row)])
         f.flush()
         os.fsync(f.fileno())

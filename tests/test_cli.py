@@ -109,6 +109,7 @@ def test_periodic_evaluation_matches_evaluating_the_checkpoint(tiny_run):
     expected = np.asarray(episodes.team_return, np.float64).mean(axis=1)
     np.testing.assert_array_equal([float(r["team_return"]) for r in rows[2:]], expected)
     np.testing.assert_array_equal([float(r["length"]) for r in rows], 26.0)
+    assert all(np.isnan(float(r["win_rate"])) for r in rows)  # MPE has no wins
 
 
 def test_run_draws_a_png_learning_curve(tiny_run):
