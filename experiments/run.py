@@ -43,7 +43,7 @@ CHOICES = {
 }
 TARGET_CALLS = 50
 HELP = {  # one line per Config field; a field missing here still gets an option
-    "env": "environment: mpe or a supported jaxmarl MPE name",
+    "env": "environment: mpe or a supported jaxmarl MPE name; mabrax (= ant_4x2) or a MABrax name (continuous)",
     "env_kwargs": "keyword arguments for the environment, as a JSON object",
     "algo": "algorithm",
     "advantage": "advantage estimator",
@@ -69,6 +69,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "actor_agent_id": "append a one-hot agent id to actor observations",
     "share_actor": "one actor network shared by all agents",
     "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",
+    "own_action_samples": "M own-action samples for PERLA's V^(s) on continuous actions (MABrax), >= 1",
     "num_seeds": "seeds trained in parallel (vmap)",
     "seed": "base PRNG seed; seed i uses split(PRNGKey(seed), seeds)[i]",
 }

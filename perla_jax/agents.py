@@ -31,8 +31,14 @@ class Agents:
     actor: Actor
     critic: QCritic | VCritic
 
+    continuous = False  # Box actions: see continuous.ContinuousAgents
+
     @classmethod
     def build(cls, cfg: Config, env: MultiAgentEnv) -> "Agents":
+        if getattr(env, "continuous", False) and cls is Agents:
+            from perla_jax.continuous import ContinuousAgents
+
+            return ContinuousAgents.build(cfg, env)
         actor = Actor(env.num_actions, cfg.actor_hidden, cfg.activation)
         if cfg.uses_q_critic:
             action_layer = 0 if cfg.critic_action_layer == "first" else len(cfg.critic_hidden) - 1
@@ -146,6 +152,10 @@ def estimate(
             joint_samples=None,
             sample_variance=jnp.zeros_like(values),
         )
+    if agents.continuous:
+        from perla_jax.continuous import estimate_continuous
+
+        return estimate_continuous(agents, actor_params, critic_params, traj, key)
     policy = agents.policy(actor_params, both)
     probs_now, probs_final = jnp.split(policy.probs, [t])
     samples_both = agents.sample_others(key, policy)  # [2T, E, K, N]
