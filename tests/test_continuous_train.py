@@ -108,3 +108,33 @@ def test_mabrax_time_limit_is_a_truncation():
         assert (bool(tr.terminated), bool(tr.truncated)) == (False, t == 2)
         assert np.all(np.isfinite(tr.reward)) and tr.reward.shape == (4,)
     assert float(tr.episode_length) == 3.0 and float(state.inner.info["steps"]) == 0.0  # reset after the end
+
+
+def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_input(toy):
+    """old_predictions (used for value clipping) is the prediction the critic loss regresses, at the same
+    parameters; with the action weights zeroed Q^ = V^ exactly, so the counterfactual advantage is 0."""
+    from perla_jax.agents import estimate
+    from perla_jax.rollout import rollout
+
+    cfg = Config(algo="perla_mappo", advantage="counterfactual", **TINY)
+    trainer = make_trainer(cfg, toy)
+    agents = trainer.agents
+
+    @jax.jit
+    def run(key, action_scale):
+        state = trainer.init(key)
+        params = jax.tree_util.tree_map_with_path(
+            lambda p, x: x * action_scale if "action_kernel" in jax.tree_util.keystr(p) else x, state.critic.params
+        )
+        _, _, traj = rollout(toy, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps)
+        est = estimate(agents, state.actor.params, params, traj, key)
+        return traj, est, agents.q_taken(params, traj.obs, est.joint_samples, traj.action)
+
+    traj, est, pred = run(jax.random.PRNGKey(0), 1.0)
+    assert traj.action.shape == (8, 2, 2, 2) and est.joint_samples.shape == (8, 2, 2, 2, 2)
+    np.testing.assert_allclose(est.old_predictions, pred, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(traj.action)[..., 0, 1] == 0.0)  # agent a's padded action dim
+    _, est0, _ = run(jax.random.PRNGKey(0), 0.0)
+    assert float(np.abs(est.advantages).max()) > 1e-3  # the check below is not vacuous
+    np.testing.assert_allclose(est0.advantages, 0.0, atol=1e-6)
+    np.testing.assert_allclose(est0.sample_variance, 0.0, atol=1e-10)
