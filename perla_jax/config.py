@@ -73,7 +73,10 @@ class Config:
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
-        positive_ints = ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk", "own_action_samples")
+        positive_ints = (
+            "k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk",
+            "own_action_samples",
+        )
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)
         _check_int_at_least("seed", self.seed, 0)

@@ -125,12 +125,17 @@ def test_split_first_layer_equals_plain_mlp():
     joint = jax.random.normal(jax.random.fold_in(key, 1), (2, 4, N, A))  # [E, K, N, A]
     own = jax.random.normal(jax.random.fold_in(key, 2), (2, N, 3, A))  # [E, N, M, A]
     params = critic.init(key, features[0, 0], joint[0, 0])
-    fast = marginal_q_samples(critic, params, features, joint, own)  # [E, N, M, K]
+
+    @jax.jit
+    def both(params):
+        fast = marginal_q_samples(critic, params, features, joint, own)  # [E, N, M, K]
+        # The definition: agent i's own action written into slot i of each sampled joint action.
+        slot = np.eye(N, dtype=bool)[:, None, None, :, None]  # [N(i), 1, 1, N(slot), 1]
+        full = jnp.where(slot, own[:, :, :, None, None, :], joint[:, None, None])  # [E, N, M, K, N, A]
+        return fast, critic.apply(params, jnp.broadcast_to(features[:, :, None, None], (2, N, 3, 4, 5)), full)
+
+    fast, plain = both(params)
     assert fast.shape == (2, N, 3, 4)
-    # The definition: agent i's own action written into slot i of each sampled joint action.
-    slot = np.eye(N, dtype=bool)[:, None, None, :, None]  # [N(i), 1, 1, N(slot), 1]
-    full = jnp.where(slot, own[:, :, :, None, None, :], joint[:, None, None])  # [E, N, M, K, N, A]
-    plain = critic.apply(params, jnp.broadcast_to(features[:, :, None, None], (2, N, 3, 4, 5)), full)
     np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
 
 
