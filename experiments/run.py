@@ -45,7 +45,7 @@ CHOICES = {
 }
 TARGET_CALLS = 50
 HELP = {  # one line per Config field; a field missing here still gets an option
-    "env": "environment: mpe, smax, or a supported jaxmarl name (MPE scenarios, HeuristicEnemySMAX)",
+    "env": "environment: mpe, smax, mabrax (= ant_4x2), or a supported jaxmarl name (MPE, HeuristicEnemySMAX, MABrax)",
     "env_kwargs": "keyword arguments for the environment, as a JSON object",
     "map_name": "SMAX map from jaxmarl's scenario table, e.g. 3m, 2s3z (required with --env smax; none elsewhere)",
     "algo": "algorithm",
@@ -74,6 +74,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",
     "eval_every": "evaluate greedy policies every this many updates into eval.csv (0: off)",
     "eval_episodes": "episodes per seed of each periodic evaluation",
+    "own_action_samples": "M own-action samples for PERLA's V^(s) on continuous actions (MABrax), >= 1",
     "num_seeds": "seeds trained in parallel (vmap)",
     "seed": "base PRNG seed; seed i uses split(PRNGKey(seed), seeds)[i]",
 }

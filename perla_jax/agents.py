@@ -33,8 +33,14 @@ class Agents:
     critic: QCritic | VCritic
     state_dim: int
 
+    continuous = False  # Box actions: see continuous.ContinuousAgents
+
     @classmethod
     def build(cls, cfg: Config, env: MultiAgentEnv) -> "Agents":
+        if getattr(env, "continuous", False) and cls is Agents:
+            from perla_jax.continuous import ContinuousAgents
+
+            return ContinuousAgents.build(cfg, env)
         actor = Actor(env.num_actions, cfg.actor_hidden, cfg.activation)
         if cfg.uses_q_critic:
             action_layer = 0 if cfg.critic_action_layer == "first" else len(cfg.critic_hidden) - 1
@@ -156,6 +162,10 @@ def estimate(
             joint_samples=None,
             sample_variance=jnp.zeros_like(values),
         )
+    if agents.continuous:
+        from perla_jax.continuous import estimate_continuous
+
+        return estimate_continuous(agents, actor_params, critic_params, traj, key)
     # Masked policies: the others' samples and the expectations over own actions skip unavailable ones.
     policy = agents.policy(actor_params, both, jnp.concatenate([traj.avail, traj.final_avail], axis=0))
     probs_now, probs_final = jnp.split(policy.probs, [t])

@@ -32,6 +32,9 @@ class Config:
     ``map_name`` is the SMAX map (a name in jaxmarl's scenario table, e.g. ``3m``, ``2s3z``); it is
     required with ``env="smax"`` and refused with any other env.
 
+    ``own_action_samples`` (M) is used by PERLA on continuous actions only: V^_i(s) = E_{a_i~pi_i} Q^_i(s, a_i)
+    is estimated with M own-action samples crossed with the K joint samples (M*K critic values per agent-step).
+
     Step counting follows JaxMARL: ``total_timesteps`` counts environment transitions summed over the
     ``num_envs`` parallel environments (one transition moves every agent once), so one update consumes
     ``num_envs * num_steps`` of them.
@@ -66,6 +69,7 @@ class Config:
     critic_time_chunk: int = 32
     eval_every: int = 0
     eval_episodes: int = 16
+    own_action_samples: int = 4
     num_seeds: int = 1
     seed: int = 0
 
@@ -79,7 +83,10 @@ class Config:
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
-        positive_ints = ("k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk")
+        positive_ints = (
+            "k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk",
+            "own_action_samples",
+        )
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)
         _check_int_at_least("seed", self.seed, 0)

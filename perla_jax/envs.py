@@ -32,8 +32,10 @@ REFUSED = {
 
 def resolve_env_name(name: str) -> str:
     """Maps an alias or full jaxmarl name to a supported jaxmarl name, or raises ValueError."""
-    full = ALIASES.get(name, name)
-    if full in SUPPORTED:
+    from perla_jax.continuous_envs import MABRAX, MABRAX_ALIASES  # continuous (Box) action spaces
+
+    full = {**ALIASES, **MABRAX_ALIASES}.get(name, name)
+    if full in SUPPORTED or full in MABRAX:
         return full
     if full in REFUSED:
         raise ValueError(f"env={name!r} is refused: {REFUSED[full]}; allowed are {_allowed()}")
@@ -41,7 +43,10 @@ def resolve_env_name(name: str) -> str:
 
 
 def _allowed() -> str:
-    return ", ".join([f"{a} (= {f})" for a, f in ALIASES.items()] + list(SUPPORTED))
+    from perla_jax.continuous_envs import MABRAX, MABRAX_ALIASES
+
+    aliases = {**ALIASES, **MABRAX_ALIASES}
+    return ", ".join([f"{a} (= {f})" for a, f in aliases.items()] + list(SUPPORTED) + list(MABRAX))
 
 
 @chex.dataclass(frozen=True)
@@ -170,6 +175,10 @@ def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: s
     """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the SMAX map (SMAX only)."""
     full = resolve_env_name(name)
     check_map(name, map_name)
+    from perla_jax.continuous_envs import MABRAX, make_mabrax_env
+
+    if full in MABRAX:
+        return make_mabrax_env(full, env_kwargs)
     if full in SMAX_ENVS:
         from perla_jax.smax import make_smax  # local: smax subclasses MultiAgentEnv
 

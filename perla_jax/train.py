@@ -77,8 +77,9 @@ class Trainer:
         return jax.lax.scan(lambda s, _: self.train_step(s), state, None, num_updates)
 
 
-def make_trainer(cfg: Config) -> Trainer:
-    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name)
+def make_trainer(cfg: Config, env: MultiAgentEnv | None = None) -> Trainer:
+    """``env`` overrides ``cfg.env`` (an environment built outside jaxmarl's registry, e.g. in tests)."""
+    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name) if env is None else env
     agents = Agents.build(cfg, env)
     return Trainer(cfg, env, agents, _make_init(cfg, env, agents), _make_train_step(cfg, env, agents))
 
@@ -130,8 +131,11 @@ def _make_losses(cfg: Config, agents: Agents):
     def critic_loss(params, mb: Batch):
         if cfg.uses_q_critic:
             # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
-            q_hat, _ = agents.q_marginal(params, mb.obs, mb.state, mb.joint_samples)
-            prediction = take_action(q_hat, mb.action)
+            if agents.continuous:
+                prediction = agents.q_taken(params, mb.obs, mb.state, mb.joint_samples, mb.action)
+            else:
+                q_hat, _ = agents.q_marginal(params, mb.obs, mb.state, mb.joint_samples)
+                prediction = take_action(q_hat, mb.action)
         else:
             prediction = agents.state_values(params, mb.obs, mb.state)
         loss = clipped_value_loss(prediction, mb.old_predictions, mb.targets, cfg.clip_eps)

@@ -1,0 +1,145 @@
+"""Continuous-action (Box) jaxmarl environments, MABrax first, as padded arrays over agents.
+
+Agents may differ in observation and action size (MABrax's halfcheetah_6x1 has 8- and 9-dimensional
+observations): observations are zero-padded to the largest size, and actions live in ``[N, A]`` with
+``A`` the largest action size and ``action_mask [N, A]`` marking each agent's real dimensions. The padded
+action dimensions are never sent to the environment (``step`` drops them), and the Gaussian policy leaves
+them out of its log-probability and entropy (see ``continuous.MaskedDiagNormal``).
+
+Episode ends follow brax's ``EpisodeWrapper`` convention: ``done`` is set both when the body fails
+(termination, no bootstrap) and at the time limit, where ``info["truncation"]`` is 1 (bootstrap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from perla_jax.envs import EnvState, MultiAgentEnv, Transition
+
+# jaxmarl 0.2 names of the multi-agent MuJoCo (brax) scenarios.
+MABRAX = ("ant_4x2", "halfcheetah_6x1", "hopper_3x1", "walker2d_2x3", "humanoid_9|8")
+MABRAX_ALIASES = {"mabrax": "ant_4x2"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinuousMultiAgentEnv(MultiAgentEnv):
+    """A jaxmarl environment with Box action spaces, padded to common sizes (see the module docstring).
+
+    The wrapped env must report the time limit as ``info["truncation"]`` (brax's ``EpisodeWrapper`` does)
+    and must not reset itself: its ``step_env`` is called and the reset is done here, keeping the final
+    observation for bootstrapping.
+    """
+
+    continuous = True
+
+    @property
+    def obs_dims(self) -> tuple[int, ...]:
+        return tuple(int(self.env.observation_space(a).shape[0]) for a in self.agents)
+
+    @property
+    def action_dims(self) -> tuple[int, ...]:
+        return tuple(int(self.env.action_space(a).shape[0]) for a in self.agents)
+
+    @property
+    def obs_dim(self) -> int:
+        return max(self.obs_dims)
+
+    @property
+    def action_dim(self) -> int:
+        return max(self.action_dims)
+
+    @property
+    def num_actions(self) -> int:
+        # The width of an agent's action vector; kept under the discrete name for code that sizes arrays.
+        return self.action_dim
+
+    @property
+    def action_mask(self) -> np.ndarray:
+        """``[N, A]`` True on each agent's real action dimensions."""
+        return np.arange(self.action_dim)[None, :] < np.array(self.action_dims)[:, None]
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Box bounds ``[N, A]`` (padded dimensions get 0; they are dropped before stepping anyway)."""
+        low, high = np.zeros((self.num_agents, self.action_dim)), np.zeros((self.num_agents, self.action_dim))
+        for i, (agent, dim) in enumerate(zip(self.agents, self.action_dims)):
+            space = self.env.action_space(agent)
+            low[i, :dim] = np.broadcast_to(space.low, (dim,))
+            high[i, :dim] = np.broadcast_to(space.high, (dim,))
+        return low, high
+
+    def reset(self, key: chex.PRNGKey) -> tuple[chex.Array, EnvState]:
+        obs, inner = self.env.reset(key)
+        zero = jnp.zeros((), jnp.float32)
+        return self._stack(obs), EnvState(inner=inner, episode_return=zero, episode_length=zero)
+
+    def step(self, key: chex.PRNGKey, state: EnvState, actions: chex.Array) -> tuple[EnvState, Transition]:
+        """Steps with actions ``[N, A]`` (clipped to the Box bounds, padded dims dropped) and resets on
+        episode end, keeping the final observation."""
+        key_step, key_reset = jax.random.split(key)
+        obs, inner, reward, done, info = self.env.step_env(key_step, state.inner, self.agent_actions(actions))
+        final_obs = self._stack(obs)
+        reward = jnp.stack([reward[a] for a in self.agents]).astype(jnp.float32)
+        ended = done["__all__"]
+        truncated = ended & (info["truncation"] > 0)
+        terminated = ended & ~truncated
+        final_state, final_avail = self.global_state(inner, final_obs), self.avail_actions(inner)
+        ret = state.episode_return + reward.mean()
+        length = state.episode_length + 1
+        reset_obs, reset_state = self.reset(key_reset)
+        inner = jax.tree.map(lambda r, s: jnp.where(ended, r, s), reset_state.inner, inner)
+        next_state = EnvState(
+            inner=inner,
+            episode_return=jnp.where(ended, 0.0, ret),
+            episode_length=jnp.where(ended, 0.0, length),
+        )
+        transition = Transition(
+            obs=jnp.where(ended, reset_obs, final_obs),
+            final_obs=final_obs,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            episode_return=jnp.where(ended, ret, 0.0),
+            episode_length=jnp.where(ended, length, 0.0),
+            final_state=final_state,
+            final_avail=final_avail,
+            won=jnp.zeros_like(ended),
+        )
+        return next_state, transition
+
+    def agent_actions(self, actions: chex.Array) -> dict[str, chex.Array]:
+        """Padded actions ``[N, A]`` -> {agent: real dims clipped to its Box}."""
+        low, high = self._bounds()
+        clipped = jnp.clip(actions, low, high)
+        return {a: clipped[i, :dim] for i, (a, dim) in enumerate(zip(self.agents, self.action_dims))}
+
+    def random_actions(self, key: chex.PRNGKey) -> chex.Array:
+        """Uniform actions ``[N, A]`` from the Box spaces, zero on padded dims."""
+        keys = jax.random.split(key, self.num_agents)
+        rows = [self.env.action_space(a).sample(k) for a, k in zip(self.agents, keys)]
+        return jnp.stack([jnp.pad(r, (0, self.action_dim - r.shape[0])) for r in rows])
+
+    def _stack(self, per_agent: Mapping[str, chex.Array]) -> chex.Array:
+        return jnp.stack([jnp.pad(per_agent[a], (0, self.obs_dim - per_agent[a].shape[0])) for a in self.agents])
+
+
+def make_mabrax_env(name: str, env_kwargs: Mapping[str, Any] | None = None) -> ContinuousMultiAgentEnv:
+    """jaxmarl's MABrax scenario ``name`` with brax's own auto-reset off (this wrapper resets, keeping the
+    final observation) and per-agent observations and actions (padding is done here, with a mask)."""
+    kwargs = dict(env_kwargs or {})
+    for key, needed in (("auto_reset", False), ("homogenisation_method", None)):
+        if kwargs.get(key, needed) != needed:
+            raise ValueError(f"env_kwargs {key}={kwargs[key]!r} is not supported: allowed is {needed!r}")
+    kwargs.update(auto_reset=False, homogenisation_method=None)
+    try:
+        import brax  # noqa: F401  (jaxmarl imports it lazily; fail here with the install hint)
+    except ImportError as err:
+        raise ImportError(f'env={name!r} needs brax: pip install -e ".[mabrax]"') from err
+    import jaxmarl
+
+    return ContinuousMultiAgentEnv(name=name, env=jaxmarl.make(name, **kwargs))
