@@ -189,3 +189,21 @@ def test_evaluation_summary_reports_win_rate():
     assert win["per_seed"] == [0.75, 0.25] and win["mean"] == 0.5
     no_wins = Episodes(team_return=np.ones((2, 4)), length=np.full((2, 4), 6.0), ended=np.ones((2, 4), bool))
     assert "win_rate" not in summarise(no_wins, "greedy", 10, 0)["metrics"]
+
+
+def test_render_draws_smax_units_per_step(perla_run):
+    """--render on SMAX: one frame per step of a timed-out episode (MAX_STEPS + 1), allies blue and enemies red
+    on the map, frames that change as units move."""
+    from perla_jax.rendering import draw_frames, record_episodes
+
+    trainer = perla_run[0]
+    params = trainer.agents.init_actor(jax.random.PRNGKey(2))
+    rec = record_episodes(trainer.env, trainer.agents, params, jax.random.PRNGKey(3), 1, "stochastic")
+    assert rec.positions.shape == (1, MAX_STEPS + 1, 6, 2) and rec.visible.shape == (1, MAX_STEPS + 1, 6)
+    frames = draw_frames(trainer.env, rec)
+    assert len(frames) == int(rec.live.sum()) == MAX_STEPS + 1
+    rgb = frames[0].astype(int)
+    blue = (rgb[..., 2] > 150) & (rgb[..., 0] < 100)
+    red = (rgb[..., 0] > 150) & (rgb[..., 2] < 100)
+    assert blue.sum() > 20 and red.sum() > 20
+    assert any(not np.array_equal(frames[0], f) for f in frames[1:])
