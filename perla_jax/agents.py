@@ -183,14 +183,7 @@ def estimate(
     q_taken = adv.take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
     v_now = adv.expected_value(q_now, probs_now)  # V^_i(s_t)
     v_final = adv.expected_value(q_final, probs_final)  # V^_i(s'_t), s' before any reset
-    if cfg.advantage == "sarsa":
-        # Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; the expectation V^_i(s') where it
-        # is not (the last step, or a step that ended an episode, whose next action was never taken).
-        returns = lam_returns(next_step_values(q_taken, v_final, ended))
-        advantages = returns - q_taken
-    else:
-        returns = lam_returns(next_step_values(v_now, v_final, ended))
-        advantages = returns - v_now if cfg.advantage == "td" else q_taken - v_now
+    returns, advantages = perla_advantages(cfg.advantage, lam_returns, q_taken, v_now, v_final, ended)
     return CriticEstimates(
         advantages=advantages,
         targets=returns,
@@ -198,6 +191,19 @@ def estimate(
         joint_samples=samples,
         sample_variance=q_var,
     )
+
+
+def perla_advantages(advantage: str, lam_returns, q_taken, v_now, v_final, ended) -> tuple[chex.Array, chex.Array]:
+    """(TD(lambda) returns, advantages) ``[T, E, N]`` of PERLA's estimator ``advantage`` from the marginal values
+    Q^_i(s_t, a_i,t) (``q_taken``), V^_i(s_t) (``v_now``) and V^_i(s'_t) (``v_final``); ``lam_returns`` maps
+    bootstrap values to returns."""
+    if advantage == "sarsa":
+        # Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; the expectation V^_i(s') where it
+        # is not (the last step, or a step that ended an episode, whose next action was never taken).
+        returns = lam_returns(next_step_values(q_taken, v_final, ended))
+        return returns, returns - q_taken
+    returns = lam_returns(next_step_values(v_now, v_final, ended))
+    return returns, (returns - v_now if advantage == "td" else q_taken - v_now)
 
 
 def next_step_values(values: chex.Array, final_values: chex.Array, ended: chex.Array) -> chex.Array:

@@ -218,7 +218,7 @@ def estimate_continuous(agents: ContinuousAgents, actor_params, critic_params, t
     K joint samples: Q^_i(s, a_i) is the mean over K at the taken action, V^_i(s) the mean over M and K.
     """
     from perla_jax import advantages as adv
-    from perla_jax.agents import CriticEstimates, next_step_values
+    from perla_jax.agents import CriticEstimates, perla_advantages
 
     cfg = agents.cfg
     ended = traj.terminated | traj.truncated  # [T, E]
@@ -241,12 +241,7 @@ def estimate_continuous(agents: ContinuousAgents, actor_params, critic_params, t
     v_now, v_final = jnp.split(per_sample[..., 1:, :].mean(axis=(-2, -1)), [t])  # V^_i(s) [T, E, N]
     del q_final_taken
     lam_returns = lambda next_v: adv.lambda_returns(traj.reward, next_v, term, end, cfg.gamma, cfg.gae_lambda)
-    if cfg.advantage == "sarsa":
-        returns = lam_returns(next_step_values(q_taken, v_final, ended))
-        advantages = returns - q_taken
-    else:
-        returns = lam_returns(next_step_values(v_now, v_final, ended))
-        advantages = returns - v_now if cfg.advantage == "td" else q_taken - v_now
+    returns, advantages = perla_advantages(cfg.advantage, lam_returns, q_taken, v_now, v_final, ended)
     return CriticEstimates(
         advantages=advantages,
         targets=returns,

@@ -73,44 +73,10 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
             high[i, :dim] = np.broadcast_to(space.high, (dim,))
         return low, high
 
-    def reset(self, key: chex.PRNGKey) -> tuple[chex.Array, EnvState]:
-        obs, inner = self.env.reset(key)
-        zero = jnp.zeros((), jnp.float32)
-        return self._stack(obs), EnvState(inner=inner, episode_return=zero, episode_length=zero)
-
-    def step(self, key: chex.PRNGKey, state: EnvState, actions: chex.Array) -> tuple[EnvState, Transition]:
-        """Steps with actions ``[N, A]`` (clipped to the Box bounds, padded dims dropped) and resets on
-        episode end, keeping the final observation."""
-        key_step, key_reset = jax.random.split(key)
-        obs, inner, reward, done, info = self.env.step_env(key_step, state.inner, self.agent_actions(actions))
-        final_obs = self._stack(obs)
-        reward = jnp.stack([reward[a] for a in self.agents]).astype(jnp.float32)
-        ended = done["__all__"]
-        truncated = ended & (info["truncation"] > 0)
-        terminated = ended & ~truncated
-        final_state, final_avail = self.global_state(inner, final_obs), self.avail_actions(inner)
-        ret = state.episode_return + reward.mean()
-        length = state.episode_length + 1
-        reset_obs, reset_state = self.reset(key_reset)
-        inner = jax.tree.map(lambda r, s: jnp.where(ended, r, s), reset_state.inner, inner)
-        next_state = EnvState(
-            inner=inner,
-            episode_return=jnp.where(ended, 0.0, ret),
-            episode_length=jnp.where(ended, 0.0, length),
-        )
-        transition = Transition(
-            obs=jnp.where(ended, reset_obs, final_obs),
-            final_obs=final_obs,
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            episode_return=jnp.where(ended, ret, 0.0),
-            episode_length=jnp.where(ended, length, 0.0),
-            final_state=final_state,
-            final_avail=final_avail,
-            won=jnp.zeros_like(ended),
-        )
-        return next_state, transition
+    def episode_end(self, inner: Any, done: chex.Array, info: Mapping[str, Any]) -> tuple[chex.Array, ...]:
+        """Brax reports a time-limit end as ``info["truncation"]``; any other end (the robot fell) terminates."""
+        truncated = done & (info["truncation"] > 0)
+        return done & ~truncated, truncated, jnp.zeros_like(done)
 
     def agent_actions(self, actions: chex.Array) -> dict[str, chex.Array]:
         """Padded actions ``[N, A]`` -> {agent: real dims clipped to its Box}."""

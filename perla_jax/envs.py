@@ -115,9 +115,9 @@ class MultiAgentEnv:
         """Available actions ``[N, A]`` (bool) in jaxmarl state ``inner``; every action in MPE."""
         return jnp.ones((self.num_agents, self.num_actions), bool)
 
-    def episode_end(self, inner: Any, done: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
-        """(terminated, truncated, won) of a step that reached jaxmarl state ``inner`` with ``done``.
-        MPE ends episodes only at its time limit, so every end is a truncation."""
+    def episode_end(self, inner: Any, done: chex.Array, info: Mapping[str, Any]) -> tuple[chex.Array, ...]:
+        """(terminated, truncated, won) of a step that reached jaxmarl state ``inner`` with ``done`` and jaxmarl's
+        ``info``. MPE ends episodes only at its time limit, so every end is a truncation."""
         return jnp.zeros_like(done), done, jnp.zeros_like(done)
 
     def reset(self, key: chex.PRNGKey) -> tuple[chex.Array, EnvState]:
@@ -132,12 +132,11 @@ class MultiAgentEnv:
         time-limit truncation can bootstrap from it.
         """
         key_step, key_reset = jax.random.split(key)
-        act = {a: actions[i] for i, a in enumerate(self.agents)}
-        obs, inner, reward, done, _ = self.env.step_env(key_step, state.inner, act)
+        obs, inner, reward, done, info = self.env.step_env(key_step, state.inner, self.agent_actions(actions))
         final_obs = self._stack(obs)
-        reward = self._stack(reward).astype(jnp.float32)
+        reward = jnp.stack([reward[a] for a in self.agents]).astype(jnp.float32)
         ended = done["__all__"]
-        terminated, truncated, won = self.episode_end(inner, ended)
+        terminated, truncated, won = self.episode_end(inner, ended, info)
         final_state, final_avail = self.global_state(inner, final_obs), self.avail_actions(inner)
         ret = state.episode_return + reward.mean()
         length = state.episode_length + 1
@@ -161,6 +160,10 @@ class MultiAgentEnv:
             won=won & ended,
         )
         return next_state, transition
+
+    def agent_actions(self, actions: chex.Array) -> dict[str, chex.Array]:
+        """Stacked actions ``[N, ...]`` -> jaxmarl's {agent: action}."""
+        return {a: actions[i] for i, a in enumerate(self.agents)}
 
     def random_actions(self, key: chex.PRNGKey) -> chex.Array:
         """Uniform actions ``[N]``, via the jaxmarl action spaces."""

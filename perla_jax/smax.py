@@ -57,7 +57,7 @@ class SMAXEnv(MultiAgentEnv):
     def avail_actions(self, inner: Any) -> chex.Array:
         return self._stack(self.env.get_avail_actions(inner)).astype(bool)
 
-    def episode_end(self, inner: Any, done: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
+    def episode_end(self, inner: Any, done: chex.Array, info: Mapping[str, Any]) -> tuple[chex.Array, ...]:
         alive = inner.state.unit_alive  # [allies + enemies], allies first
         allies_dead = ~jnp.any(alive[: self.num_agents])
         enemies_dead = ~jnp.any(alive[self.num_agents :])

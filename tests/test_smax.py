@@ -166,7 +166,7 @@ def test_episode_end_tells_battle_ends_from_timeouts(alive, step, want, smax_res
     env, state = smax_reset
     inner = _with_alive(state.inner, np.array(alive, bool), step)
     done = env.env.is_terminal(inner)  # jaxmarl's own end test, as step_env computes it
-    got = env.episode_end(inner, done)
+    got = env.episode_end(inner, done, {})  # SMAX reads the units, not jaxmarl's info
     assert tuple(bool(x) for x in got) == want
 
 
