@@ -69,6 +69,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "critic_hidden": "critic hidden layer sizes, comma-separated",
     "critic_action_layer": "Q-critic hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
     "activation": "hidden-layer activation",
+    "network": "ff (MLPs) or rnn (GRU after the first layer; sequence minibatches); default: rnn on SMAX, ff elsewhere",
     "actor_agent_id": "append a one-hot agent id to actor observations",
     "share_actor": "one actor network shared by all agents",
     "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",

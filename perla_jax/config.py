@@ -10,6 +10,7 @@ ALGOS = ("perla_mappo", "perla_ippo", "mappo", "ippo")
 ADVANTAGES = ("counterfactual", "td", "sarsa")
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_ACTION_LAYERS = ("first", "last")
+NETWORKS = ("ff", "rnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,13 @@ class Config:
     ``eval_every`` > 0 makes ``experiments/run.py`` evaluate the greedy policies on ``eval_episodes``
     episodes per seed whenever a chunk of updates passes a multiple of ``eval_every`` (between compiled
     chunks, so the jitted training path is unchanged); 0 (default) turns it off.
+
+    ``network`` is ``ff`` (MLPs) or ``rnn`` (a GRU after the first hidden layer of actor and critic, reset at
+    episode starts; minibatches then hold whole rollout sequences of ``num_envs / num_minibatches``
+    environments); empty (default) picks the environment's default: ``rnn`` on SMAX, as in JaxMARL's SMAX
+    baselines and the PERLA paper's MAPPO, ``ff`` elsewhere. The PERLA Q-critic's GRU sits in its state path,
+    before the others' actions enter, so ``rnn`` needs ``critic_action_layer="last"`` and at least two
+    critic layers.
 
     ``map_name`` is the SMAX map (a name in jaxmarl's scenario table, e.g. ``3m``, ``2s3z``); it is
     required with ``env="smax"`` and refused with any other env.
@@ -64,6 +72,7 @@ class Config:
     critic_hidden: tuple[int, ...] = (64, 64)
     critic_action_layer: str = "last"
     activation: str = "tanh"
+    network: str = ""
     actor_agent_id: bool = False
     share_actor: bool = True
     critic_time_chunk: int = 32
@@ -116,8 +125,36 @@ class Config:
             )
         from perla_jax.envs import check_map, resolve_env_name  # local: envs imports jaxmarl, config stays light
 
-        resolve_env_name(self.env)
+        full_env = resolve_env_name(self.env)
         check_map(self.env, self.map_name)
+        self._check_network(full_env)
+
+    def _check_network(self, full_env: str) -> None:
+        from perla_jax.envs import SMAX_ENVS
+        from perla_jax.continuous_envs import MABRAX
+
+        if self.network == "":
+            object.__setattr__(self, "network", "rnn" if full_env in SMAX_ENVS else "ff")
+        _check_choice("network", self.network, NETWORKS)
+        if self.network != "rnn":
+            return
+        if full_env in MABRAX:
+            raise ValueError(f"network='rnn' is not supported for continuous-action env={self.env!r}: allowed is ff")
+        if self.num_envs % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} does not divide num_envs={self.num_envs}: network='rnn' "
+                f"minibatches hold whole sequences, so allowed are divisors of {self.num_envs}"
+            )
+        if self.uses_q_critic and self.critic_action_layer != "last":
+            raise ValueError(
+                f"critic_action_layer={self.critic_action_layer!r} is invalid with network='rnn': allowed is 'last' "
+                "(the sampled actions enter after the GRU)"
+            )
+        if self.uses_q_critic and len(self.critic_hidden) < 2:
+            raise ValueError(
+                f"critic_hidden={self.critic_hidden!r} is invalid with network='rnn' and algo={self.algo!r}: allowed "
+                "are two or more layers (the GRU, then the layer the sampled actions enter)"
+            )
 
     @property
     def batch_size(self) -> int:

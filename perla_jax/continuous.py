@@ -166,7 +166,8 @@ class ContinuousAgents(Agents):
         else:
             critic = VCritic(cfg.critic_hidden, cfg.activation)
         return cls(
-            cfg, env.num_agents, env.action_dim, env.obs_dim, actor, critic, env.state_dim, _as_tuples(env.action_mask)
+            cfg, env.num_agents, env.action_dim, env.obs_dim, actor, critic, env.state_dim,
+            action_mask=_as_tuples(env.action_mask),
         )
 
     @property

@@ -68,9 +68,10 @@ def play_episode(
     obs, state = env.reset(key_reset)
 
     def step(carry, step_key):
-        state, obs, over = carry
+        state, obs, over, hidden = carry
         key_act, key_env = jax.random.split(step_key)
-        policy = agents.policy(actor_params, obs, env.avail_actions(state.inner))
+        # After the episode's end, the auto-reset's episode is not counted, so no hidden reset is needed.
+        hidden, policy = agents.actor_step(actor_params, hidden, obs, jnp.array(False), env.avail_actions(state.inner))
         action = policy.mode() if greedy else policy.sample(seed=key_act)
         next_state, tr = env.step(key_env, state, action)
         ended = tr.terminated | tr.truncated
@@ -81,10 +82,10 @@ def play_episode(
             jnp.where(finishing, tr.episode_length, 0.0),
             finishing & tr.won,
         )
-        return (next_state, tr.obs, over | ended), (totals, ~over, state.inner if record else None)
+        return (next_state, tr.obs, over | ended, hidden), (totals, ~over, state.inner if record else None)
 
-    carry = (state, obs, jnp.array(False))
-    (_, _, over), ((returns, lengths, wins), live, states) = jax.lax.scan(
+    carry = (state, obs, jnp.array(False), agents.initial_actor_hidden(()))
+    (_, _, over, _), ((returns, lengths, wins), live, states) = jax.lax.scan(
         step, carry, jax.random.split(key_run, horizon)
     )
     won = wins.any() if env.reports_wins else None

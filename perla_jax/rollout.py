@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import chex
 import jax
+import jax.numpy as jnp
 
 from perla_jax.agents import Agents
 from perla_jax.envs import EnvState, MultiAgentEnv
@@ -27,6 +28,7 @@ class Trajectory:
     final_state: chex.Array  # [T, E, S] global state at final_obs
     final_avail: chex.Array  # [T, E, N, A] bool, actions available at final_obs
     won: chex.Array  # [T, E] an episode ended at this step in a win
+    first: chex.Array | None = None  # [T, E] obs is an episode's first observation (recurrent hidden states reset there)
 
 
 def rollout(
@@ -37,16 +39,22 @@ def rollout(
     obs: chex.Array,
     key: chex.PRNGKey,
     num_steps: int,
-) -> tuple[EnvState, chex.Array, Trajectory]:
-    """Runs ``num_steps`` steps in ``E`` environments; returns (env_state, obs ``[E, N, O]``, trajectory)."""
+    actor_hidden: chex.Array | None = None,
+    first: chex.Array | None = None,
+) -> tuple[EnvState, chex.Array, Trajectory, chex.Array | None, chex.Array]:
+    """Runs ``num_steps`` steps in ``E`` environments from observations ``obs [E, N, O]``, the recurrent
+    actor's hidden state ``actor_hidden [E, N, H]`` (None if feed-forward) and ``first [E]`` (obs begins an
+    episode; default all true). Returns (env_state, obs, trajectory, actor_hidden, first) to continue from."""
     num_envs = obs.shape[0]
+    first = jnp.ones((num_envs,), bool) if first is None else first
+    actor_hidden = agents.initial_actor_hidden((num_envs,)) if actor_hidden is None else actor_hidden
 
     def step(carry, step_key):
-        env_state, obs = carry
+        env_state, obs, hidden, first = carry
         key_act, key_env = jax.random.split(step_key)
         state = jax.vmap(env.global_state)(env_state.inner, obs)
         avail = jax.vmap(env.avail_actions)(env_state.inner)
-        policy = agents.policy(actor_params, obs, avail)
+        hidden, policy = agents.actor_step(actor_params, hidden, obs, first, avail)
         action = policy.sample(seed=key_act)  # [E, N]
         env_state, tr = jax.vmap(env.step)(jax.random.split(key_env, num_envs), env_state, action)
         record = Trajectory(
@@ -64,8 +72,10 @@ def rollout(
             final_state=tr.final_state,
             final_avail=tr.final_avail,
             won=tr.won,
+            first=first,
         )
-        return (env_state, tr.obs), record
+        return (env_state, tr.obs, hidden, tr.terminated | tr.truncated), record
 
-    (env_state, obs), traj = jax.lax.scan(step, (env_state, obs), jax.random.split(key, num_steps))
-    return env_state, obs, traj
+    carry = (env_state, obs, actor_hidden, first)
+    (env_state, obs, hidden, first), traj = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+    return env_state, obs, traj, hidden, first

@@ -20,6 +20,7 @@ from perla_jax.agents import Agents, estimate
 from perla_jax.config import Config
 from perla_jax.envs import EnvState, MultiAgentEnv, make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
+from perla_jax.marginalisation import marginal_q_head
 from perla_jax.rollout import rollout
 
 METRICS = (
@@ -44,6 +45,9 @@ class RunnerState:
     obs: chex.Array  # [E, N, O]
     key: chex.PRNGKey
     update: chex.Array  # [] updates done so far
+    first: chex.Array  # [E] obs begins an episode (recurrent hidden states reset there)
+    actor_hidden: chex.Array | None = None  # [E, N, H] recurrent actor's hidden state (None: feed-forward)
+    critic_hidden: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state
 
 
 @chex.dataclass(frozen=True)
@@ -59,6 +63,16 @@ class Batch:
     targets: chex.Array  # [..., N]
     old_predictions: chex.Array  # [..., N]
     joint_samples: chex.Array | None  # [..., K, N] (Q-critics only)
+    first: chex.Array  # [...] obs begins an episode
+
+
+@chex.dataclass(frozen=True)
+class SequenceStarts:
+    """Recurrent networks' hidden states at the first step of a rollout, ``[E, N, H]`` (``[E/M, N, H]`` per
+    minibatch): the loss replays each minibatch's whole sequences from them."""
+
+    actor: chex.Array
+    critic: chex.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,14 +125,24 @@ def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents) -> Callable[[che
             apply_fn=agents.critic.apply, params=agents.init_critic(k_critic), tx=_optimiser(cfg, cfg.critic_lr)
         )
         obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs))
-        return RunnerState(actor=actor, critic=critic, env_state=env_state, obs=obs, key=rng, update=jnp.array(0))
+        return RunnerState(
+            actor=actor,
+            critic=critic,
+            env_state=env_state,
+            obs=obs,
+            key=rng,
+            update=jnp.array(0),
+            first=jnp.ones((cfg.num_envs,), bool),
+            actor_hidden=agents.initial_actor_hidden((cfg.num_envs,)),
+            critic_hidden=agents.initial_critic_hidden((cfg.num_envs,)),
+        )
 
     return init
 
 
 def _make_losses(cfg: Config, agents: Agents):
-    def actor_loss(params, mb: Batch):
-        policy = agents.policy(params, mb.obs, mb.avail)
+    def actor_loss(params, mb: Batch, starts: SequenceStarts | None):
+        policy = agents.actor_sequence(params, None if starts is None else starts.actor, mb.obs, mb.first, mb.avail)
         return ppo_actor_loss(
             policy.log_prob(mb.action),
             mb.log_prob,
@@ -128,16 +152,17 @@ def _make_losses(cfg: Config, agents: Agents):
             cfg.ent_coef,
         )
 
-    def critic_loss(params, mb: Batch):
+    def critic_loss(params, mb: Batch, starts: SequenceStarts | None):
+        head, inputs = agents.critic_sequence_inputs(params, None if starts is None else starts.critic, mb.obs, mb.state, mb.first)
         if cfg.uses_q_critic:
             # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
             if agents.continuous:
                 prediction = agents.q_taken(params, mb.obs, mb.state, mb.joint_samples, mb.action)
             else:
-                q_hat, _ = agents.q_marginal(params, mb.obs, mb.state, mb.joint_samples)
+                q_hat, _ = marginal_q_head(agents.critic, head, inputs, mb.joint_samples)
                 prediction = take_action(q_hat, mb.action)
         else:
-            prediction = agents.state_values(params, mb.obs, mb.state)
+            prediction = agents.critic.apply(head, inputs)
         loss = clipped_value_loss(prediction, mb.old_predictions, mb.targets, cfg.clip_eps)
         return cfg.vf_coef * loss, loss
 
@@ -150,22 +175,37 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
     critic_grad = jax.value_and_grad(critic_loss, has_aux=True)
     b, m = cfg.batch_size, cfg.num_minibatches
 
-    def minibatch_step(nets, mb: Batch):
+    def minibatch_step(nets, minibatch: tuple[Batch, SequenceStarts | None]):
         actor, critic = nets
-        (_, actor_stats), g_actor = actor_grad(actor.params, mb)
-        (_, value_loss), g_critic = critic_grad(critic.params, mb)
+        (_, actor_stats), g_actor = actor_grad(actor.params, *minibatch)
+        (_, value_loss), g_critic = critic_grad(critic.params, *minibatch)
         nets = (actor.apply_gradients(grads=g_actor), critic.apply_gradients(grads=g_critic))
         return nets, {**actor_stats, "critic_loss": value_loss}
 
-    def epoch(nets, key, flat: Batch):
-        perm = jax.random.permutation(key, b)
-        shuffled = jax.tree.map(lambda x: x[perm].reshape(m, b // m, *x.shape[1:]), flat)
-        return jax.lax.scan(minibatch_step, nets, shuffled)
+    def epoch(nets, key, batch: Batch, starts: SequenceStarts | None):
+        if starts is None:  # feed-forward: minibatches of single transitions, [T, E] flattened to [B]
+            perm = jax.random.permutation(key, b)
+            flat = jax.tree.map(lambda x: x.reshape(b, *x.shape[2:]), batch)
+            shuffled = jax.tree.map(lambda x: x[perm].reshape(m, b // m, *x.shape[1:]), flat)
+            return jax.lax.scan(minibatch_step, nets, (shuffled, None))
+        # Recurrent: minibatches of whole sequences, [T, E] -> M x [T, E/M], with their start hidden states.
+        e = cfg.num_envs
+        perm = jax.random.permutation(key, e)
+        split_time_major = lambda x: jnp.moveaxis(x[:, perm].reshape(x.shape[0], m, e // m, *x.shape[2:]), 1, 0)
+        split_starts = lambda x: x[perm].reshape(m, e // m, *x.shape[1:])
+        return jax.lax.scan(
+            minibatch_step, nets, (jax.tree.map(split_time_major, batch), jax.tree.map(split_starts, starts))
+        )
 
     def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
         key, k_roll, k_est, k_epochs = jax.random.split(state.key, 4)
-        env_state, obs, traj = rollout(env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps)
-        est = estimate(agents, state.actor.params, state.critic.params, traj, k_est)
+        env_state, obs, traj, actor_hidden, first = rollout(
+            env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps,
+            state.actor_hidden, state.first,
+        )
+        est = estimate(
+            agents, state.actor.params, state.critic.params, traj, k_est, state.actor_hidden, state.critic_hidden
+        )
         batch = Batch(
             obs=traj.obs,
             state=traj.state,
@@ -176,10 +216,13 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
             targets=est.targets,
             old_predictions=est.old_predictions,
             joint_samples=est.joint_samples,
+            first=traj.first,
         )
-        flat = jax.tree.map(lambda x: x.reshape(b, *x.shape[2:]), batch)
+        starts = SequenceStarts(actor=state.actor_hidden, critic=state.critic_hidden) if agents.recurrent else None
         nets, stats = jax.lax.scan(
-            lambda n, k: epoch(n, k, flat), (state.actor, state.critic), jax.random.split(k_epochs, cfg.update_epochs)
+            lambda n, k: epoch(n, k, batch, starts),
+            (state.actor, state.critic),
+            jax.random.split(k_epochs, cfg.update_epochs),
         )
         ended = (traj.terminated | traj.truncated).astype(jnp.float32)
         num_ended = ended.sum()
@@ -194,7 +237,15 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
             win_rate=traj.won.sum() / num_ended if env.reports_wins else jnp.float32(jnp.nan),
         )
         new_state = RunnerState(
-            actor=nets[0], critic=nets[1], env_state=env_state, obs=obs, key=key, update=state.update + 1
+            actor=nets[0],
+            critic=nets[1],
+            env_state=env_state,
+            obs=obs,
+            key=key,
+            update=state.update + 1,
+            first=first,
+            actor_hidden=actor_hidden,
+            critic_hidden=est.critic_hidden,
         )
         return new_state, {name: metrics[name] for name in METRICS}
 

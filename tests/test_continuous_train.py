@@ -128,7 +128,7 @@ def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_in
         params = jax.tree_util.tree_map_with_path(
             lambda p, x: x * action_scale if "action_kernel" in jax.tree_util.keystr(p) else x, state.critic.params
         )
-        _, _, traj = rollout(toy, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps)
+        _, _, traj, *_ = rollout(toy, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps)
         est = estimate(agents, state.actor.params, params, traj, key)
         return traj, est, agents.q_taken(params, traj.obs, traj.state, est.joint_samples, traj.action)
 

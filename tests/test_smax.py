@@ -29,7 +29,7 @@ def perla_run():
     def program(key):
         k_init, k_roll, k_est = jax.random.split(key, 3)
         state = trainer.init(k_init)
-        _, _, traj = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs, k_roll,
+        _, _, traj, *_ = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs, k_roll,
                              trainer.cfg.num_steps)
         est = estimate(trainer.agents, state.actor.params, state.critic.params, traj, k_est)
         reset_state = jax.vmap(trainer.env.global_state)(state.env_state.inner, state.obs)
@@ -97,7 +97,7 @@ def test_world_state_is_smax_world_state(perla_run):
 # ---- action masks ------------------------------------------------------------------------------------
 def test_masked_policy_gives_zero_probability_and_finite_loss_terms():
     env = make_env("smax", map_name="3m")
-    agents = Agents.build(Config(**TINY), env)
+    agents = Agents.build(Config(**TINY, network="ff"), env)  # the recurrent actor masks with the same head
     params = agents.init_actor(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (4, env.num_agents, env.obs_dim))
     avail = jax.random.bernoulli(jax.random.PRNGKey(2), 0.5, (4, env.num_agents, env.num_actions)).at[..., 4].set(True)

@@ -98,7 +98,7 @@ def test_critic_time_chunk_changes_memory_not_results():
     cfg = Config(**{**TINY, "num_envs": 2, "num_steps": 8, "total_timesteps": 16, "num_minibatches": 1})
     trainer = make_trainer(cfg)
     state = jax.jit(trainer.init)(jax.random.PRNGKey(1))
-    _, _, traj = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs,
+    _, _, traj, *_ = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs,
                          jax.random.PRNGKey(2), cfg.num_steps)
     results = []
     for chunk in (1, 2 * cfg.num_steps):
