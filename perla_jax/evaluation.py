@@ -44,12 +44,17 @@ def check_mode(mode: str) -> None:
 
 def episode_horizon(env: MultiAgentEnv) -> int:
     """Steps to run per episode: jaxmarl's MPE and SMAX end an episode after at most ``max_steps + 1``
-    transitions (they check ``step >= max_steps`` before incrementing). Evaluation checks that every episode
-    did end."""
+    transitions (they check ``step >= max_steps`` before incrementing); MABrax's brax ``EpisodeWrapper``
+    truncates after ``episode_length`` transitions. Evaluation checks that every episode did end."""
     max_steps = getattr(env.env, "max_steps", None)
-    if not isinstance(max_steps, int):
-        raise ValueError(f"env={env.name!r} has no integer max_steps: evaluation needs an episode time limit")
-    return max_steps + 1
+    if isinstance(max_steps, int):
+        return max_steps + 1
+    episode_length = getattr(env.env, "episode_length", None)
+    if isinstance(episode_length, int):
+        return episode_length
+    raise ValueError(
+        f"env={env.name!r} has no integer max_steps or episode_length: evaluation needs an episode time limit"
+    )
 
 
 def play_episode(

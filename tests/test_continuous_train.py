@@ -11,6 +11,8 @@ import pytest
 from perla_jax import Config, make_env
 from perla_jax.continuous_envs import ContinuousMultiAgentEnv
 from perla_jax.envs import resolve_env_name
+from perla_jax.agents import Agents
+from perla_jax.evaluation import episode_horizon, make_evaluator
 from perla_jax.train import METRICS, make_trainer
 from toy_continuous import ToyContinuous
 
@@ -110,6 +112,20 @@ def test_mabrax_time_limit_is_a_truncation():
         assert (bool(tr.terminated), bool(tr.truncated)) == (False, t == 2)
         assert np.all(np.isfinite(tr.reward)) and tr.reward.shape == (4,)
     assert float(tr.episode_length) == 3.0 and float(state.inner.info["steps"]) == 0.0  # reset after the end
+    assert episode_horizon(env) == 3  # evaluation runs brax's episode_length steps
+
+
+def test_greedy_evaluation_of_a_zero_policy_matches_the_closed_form(toy):
+    """Zero actor weights: the greedy actions are 0, so pos stays at its reset value p ~ U[-0.5, 0.5] and each of
+    the 5 steps pays -p^2 - 2 * 0.2^2: E[return] = 5 (-1/12 - 0.08), with per-episode sd 5 sqrt(1/80 - 1/144)."""
+    cfg = Config(env="mpe", algo="mappo", **{k: v for k, v in TINY.items() if k != "k"})
+    agents = Agents.build(cfg, toy)
+    params = jax.tree.map(jnp.zeros_like, agents.init_actor(jax.random.PRNGKey(0)))
+    episodes = make_evaluator(toy, agents, 400, "greedy")(jax.tree.map(lambda x: x[None], params), jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(episodes.length, 5.0)
+    assert bool(episodes.ended.all()) and episodes.won is None
+    sd = 5 * np.sqrt(1 / 80 - 1 / 144) / np.sqrt(400)
+    assert abs(float(episodes.team_return.mean()) - 5 * (-1 / 12 - 0.08)) < 4 * sd
 
 
 def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_input(toy):
@@ -140,3 +156,20 @@ def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_in
     assert float(np.abs(est.advantages).max()) > 1e-3  # the check below is not vacuous
     np.testing.assert_allclose(est0.advantages, 0.0, atol=1e-6)
     np.testing.assert_allclose(est0.sample_variance, 0.0, atol=1e-10)
+
+
+@needs_brax
+@pytest.mark.parametrize("algo", ["perla_mappo", "mappo"])
+def test_mabrax_ant_trains_a_few_updates(algo):
+    """ant_4x2 end to end at a tiny budget (compiling brax's physics dominates: about 30 s per algorithm)."""
+    cfg = Config(env="ant_4x2", env_kwargs={"episode_length": 4}, algo=algo, num_envs=2, num_steps=4,
+                 total_timesteps=16, num_minibatches=1, update_epochs=1, k=2, own_action_samples=2,
+                 actor_hidden=(8,), critic_hidden=(8,))
+    trainer = make_trainer(cfg)
+    state, metrics = jax.jit(lambda k: trainer.run_updates(trainer.init(k), 2))(jax.random.PRNGKey(0))
+    assert set(metrics) == set(METRICS) and all(v.shape == (2,) for v in metrics.values())
+    for name in ("return", "actor_loss", "critic_loss", "entropy", "critic_sample_var"):
+        assert np.isfinite(np.asarray(metrics[name])).all(), name
+    np.testing.assert_array_equal(metrics["episode_length"], 4.0)  # two 4-step episodes per env and update
+    assert (float(metrics["critic_sample_var"][0]) > 0.0) == (algo == "perla_mappo")
+    assert state.obs.shape == (2, 4, 18) and int(state.update) == 2
