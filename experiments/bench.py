@@ -7,6 +7,7 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
     python experiments/bench.py                       # full grid, markdown table on stdout
     python experiments/bench.py --quick               # smoke test
     python experiments/bench.py --write BENCHMARKS.md --jaxmarl-baseline 12345
+    python experiments/bench.py --config '{"env": "smax", "map_name": "2s3z"}' --ks 16 --seeds 4   # other envs
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         "--action-layers", nargs="+", default=["first", "last"], help="critic_action_layer values for perla_* algos"
     )
     p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
+    p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
+                   help='Config fields for every row, e.g. \'{"env": "smax", "map_name": "2s3z"}\' (default: MPE)')
     p.add_argument("--quick", action="store_true", help="smoke-test defaults: 2 updates, seeds 1 2, K 1 4, 3 repeats")
     p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
     p.add_argument("--jaxmarl-baseline", type=float, help="JaxMARL ippo_ff_mpe 1-seed steps/s on this machine")
@@ -249,16 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.interleaved:
         _main_interleaved(args, argv)
         return
-    specs = []
-    for seeds in args.seeds:
-        for algo in args.algos + ([] if args.no_random else [RANDOM]):
-            perla = algo.startswith("perla")
-            for layer in args.action_layers if perla else [None]:
-                base = {"critic_action_layer": layer} if layer else {}
-                for k in args.ks if perla else [1]:
-                    specs.append(
-                        dict(algo=algo, k=k, seeds=seeds, updates=args.updates, repeats=args.repeats, base=base)
-                    )
+    specs = grid_specs(args)
     load_before = os.getloadavg()
     rows = []
     for spec in specs:
@@ -286,10 +280,26 @@ def main(argv: list[str] | None = None) -> None:
         write_report(args.write, body)
 
 
+def grid_specs(args: argparse.Namespace) -> list[dict]:
+    """One ``measure`` spec per row of the grid; ``args.config`` (Config fields) goes into every row's base."""
+    specs = []
+    for seeds in args.seeds:
+        for algo in args.algos + ([] if args.no_random else [RANDOM]):
+            perla = algo.startswith("perla")
+            for layer in args.action_layers if perla else [None]:
+                base = {**args.config, **({"critic_action_layer": layer} if layer else {})}
+                for k in args.ks if perla else [1]:
+                    specs.append(
+                        dict(algo=algo, k=k, seeds=seeds, updates=args.updates, repeats=args.repeats, base=base)
+                    )
+    return specs
+
+
 def _main_interleaved(args: argparse.Namespace, argv: list[str] | None) -> None:
     seeds = args.seeds[0]
-    specs = [dict(algo="mappo", k=1, seeds=seeds, updates=args.updates, base={})] + [
-        dict(algo="perla_mappo", k=16, seeds=seeds, updates=args.updates, base={"critic_action_layer": layer})
+    specs = [dict(algo="mappo", k=1, seeds=seeds, updates=args.updates, base=dict(args.config))] + [
+        dict(algo="perla_mappo", k=16, seeds=seeds, updates=args.updates,
+             base={**args.config, "critic_action_layer": layer})
         for layer in args.action_layers
     ]
     load_before = os.getloadavg()

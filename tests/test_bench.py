@@ -92,3 +92,16 @@ def test_interleaved_rates_and_ratios(bench):
     assert [(r["algo"], r["K"], r["critic action layer"]) for r in table] == [
         ("mappo", "-", "-"), ("perla_mappo", "2", "last")
     ]
+
+
+def test_grid_specs_carry_the_config_into_every_row(bench):
+    import argparse
+
+    config = {"env": "smax", "map_name": "2s3z"}
+    args = argparse.Namespace(seeds=[4], algos=["mappo", "perla_mappo"], no_random=False, action_layers=["last"],
+                              ks=[4, 16], updates=1, repeats=3, config=config)
+    specs = bench.grid_specs(args)
+    assert [(s["algo"], s["k"]) for s in specs] == [("mappo", 1), ("perla_mappo", 4), ("perla_mappo", 16),
+                                                    (bench.RANDOM, 1)]
+    assert all(s["base"]["env"] == "smax" and s["base"]["map_name"] == "2s3z" for s in specs)
+    assert [s["base"].get("critic_action_layer") for s in specs] == [None, "last", "last", None]
