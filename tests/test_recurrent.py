@@ -9,6 +9,7 @@ import pytest
 from perla_jax import Config, make_trainer
 from perla_jax.agents import Agents
 from perla_jax.envs import make_env
+from perla_jax.evaluation import make_evaluator
 from perla_jax.rollout import rollout
 from toy_memory import make_cue_env
 
@@ -100,13 +101,27 @@ def test_critic_inputs_at_reached_states_continue_the_sequence(rnn_rollouts):
 
 @pytest.mark.parametrize("network, low, high", [("rnn", 0.9, 1.0), ("ff", 0.0, 0.65)])
 def test_only_a_recurrent_policy_solves_the_memory_task(network, low, high):
-    """Cue game: memoryless policies earn at most 0.5 in expectation, remembering the cue earns 1."""
+    """Cue game: memoryless policies earn at most 0.5 in expectation, remembering the cue earns 1. The greedy
+    evaluation (which carries the recurrent actor's hidden state through each episode) agrees."""
     cfg = Config(algo="perla_mappo", network=network, num_envs=16, num_steps=8, num_minibatches=2, update_epochs=2,
                  total_timesteps=16 * 8 * 60, k=2, actor_hidden=(16, 16), critic_hidden=(16, 16), actor_lr=3e-3,
                  critic_lr=3e-3, ent_coef=0.0, anneal_lr=False)
-    trainer = make_trainer(cfg, env=make_cue_env())
-    train = jax.jit(jax.vmap(lambda k: trainer.run_updates(trainer.init(k), cfg.num_updates)[1]["return"]))
-    returns = np.asarray(train(jax.random.split(jax.random.PRNGKey(0), 3)))  # [seed, update]
+    env = make_cue_env()
+    trainer = make_trainer(cfg, env=env)
+
+    def train(key):
+        state, metrics = trainer.run_updates(trainer.init(key), cfg.num_updates)
+        return state.actor.params, metrics["return"]
+
+    params, returns = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 3))
+    returns = np.asarray(returns)  # [seed, update]
     assert np.all(np.abs(returns[:, :3].mean(axis=1) - 0.5) < 0.15)  # both start at chance
     final = returns[:, -5:].mean(axis=1)
     assert np.all((final >= low) & (final <= high)), final
+    greedy = make_evaluator(env, trainer.agents, 64, "greedy")(params, jax.random.PRNGKey(1))
+    assert bool(greedy.ended.all()) and np.all(np.asarray(greedy.length) == 2.0)
+    per_seed = np.asarray(greedy.team_return).mean(axis=1)
+    if network == "rnn":
+        np.testing.assert_array_equal(per_seed, 1.0)
+    else:  # both agents see the same blank observation at step 2: right together or wrong together
+        assert np.all(np.isin(np.asarray(greedy.team_return), [0.0, 1.0])) and np.all(np.abs(per_seed - 0.5) < 0.3)

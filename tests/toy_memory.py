@@ -26,6 +26,7 @@ class CueState:
 class CueGame(JaxMARLEnv):
     def __init__(self):
         super().__init__(num_agents=2)
+        self.max_steps = 1  # jaxmarl's convention: episodes last at most max_steps + 1 transitions
         self.agents = ["agent_0", "agent_1"]
         self.observation_spaces = {a: spaces.Box(-1.0, 1.0, (2,)) for a in self.agents}
         self.action_spaces = {a: spaces.Discrete(2) for a in self.agents}
