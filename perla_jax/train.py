@@ -169,11 +169,10 @@ def _make_losses(cfg: Config, agents: Agents):
     return actor_loss, critic_loss
 
 
-def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
+def _make_minibatch_step(cfg: Config, agents: Agents):
     actor_loss, critic_loss = _make_losses(cfg, agents)
     actor_grad = jax.value_and_grad(actor_loss, has_aux=True)
     critic_grad = jax.value_and_grad(critic_loss, has_aux=True)
-    b, m = cfg.batch_size, cfg.num_minibatches
 
     def minibatch_step(nets, minibatch: tuple[Batch, SequenceStarts | None]):
         actor, critic = nets
@@ -182,6 +181,14 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
         nets = (actor.apply_gradients(grads=g_actor), critic.apply_gradients(grads=g_critic))
         return nets, {**actor_stats, "critic_loss": value_loss}
 
+    return minibatch_step
+
+
+def _make_epoch(cfg: Config, agents: Agents):
+    """``epoch(nets, key, batch [T, E, ...], starts) -> (nets, stats [M])``: one pass over shuffled minibatches."""
+    minibatch_step = _make_minibatch_step(cfg, agents)
+    b, m, e = cfg.batch_size, cfg.num_minibatches, cfg.num_envs
+
     def epoch(nets, key, batch: Batch, starts: SequenceStarts | None):
         if starts is None:  # feed-forward: minibatches of single transitions, [T, E] flattened to [B]
             perm = jax.random.permutation(key, b)
@@ -189,13 +196,19 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
             shuffled = jax.tree.map(lambda x: x[perm].reshape(m, b // m, *x.shape[1:]), flat)
             return jax.lax.scan(minibatch_step, nets, (shuffled, None))
         # Recurrent: minibatches of whole sequences, [T, E] -> M x [T, E/M], with their start hidden states.
-        e = cfg.num_envs
         perm = jax.random.permutation(key, e)
         split_time_major = lambda x: jnp.moveaxis(x[:, perm].reshape(x.shape[0], m, e // m, *x.shape[2:]), 1, 0)
         split_starts = lambda x: x[perm].reshape(m, e // m, *x.shape[1:])
         return jax.lax.scan(
             minibatch_step, nets, (jax.tree.map(split_time_major, batch), jax.tree.map(split_starts, starts))
         )
+
+    return epoch
+
+
+def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
+    epoch = _make_epoch(cfg, agents)
+    b = cfg.batch_size
 
     def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
         key, k_roll, k_est, k_epochs = jax.random.split(state.key, 4)

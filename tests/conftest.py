@@ -6,3 +6,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # halves it (test_train.py: user CPU 5m35s -> 1m55s, measured 2026-11-25). Every comparison in the tests is
 # between runs compiled the same way, and the CLI, benchmarks and notebooks outside tests compile normally.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# A session-wide persistent compilation cache: the CLI, checkpoint, sharding and notebook tests start subprocesses
+# that compile the same tiny programs as tests before them; they inherit these variables and reuse the executables.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="perla_jax_test_cache_")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
