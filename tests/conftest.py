@@ -6,11 +6,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # halves it (test_train.py: user CPU 5m35s -> 1m55s, measured 2026-11-25). Every comparison in the tests is
 # between runs compiled the same way, and the CLI, benchmarks and notebooks outside tests compile normally.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-# A session-wide persistent compilation cache: the CLI, checkpoint, sharding and notebook tests start subprocesses
+# A per-process persistent compilation cache: the CLI, checkpoint, sharding and notebook tests start subprocesses
 # that compile the same tiny programs as tests before them; they inherit these variables and reuse the executables.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+# Each pytest process (the controller and every xdist worker) makes its own folder; one set by the user is kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get("PERLA_JAX_TEST_CACHE") == "1":
     import tempfile
 
+    os.environ["PERLA_JAX_TEST_CACHE"] = "1"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="perla_jax_test_cache_")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
