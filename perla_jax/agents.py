@@ -181,6 +181,9 @@ class Agents:
             return self.critic.init(key, features, jnp.zeros((self.num_agents,), jnp.int32))
         return self.critic.init(key, features)
 
+    def _critic_torso_step(self, params: chex.ArrayTree):
+        return lambda hidden, x: self.critic_torso.apply(params["torso"], hidden, x)
+
     def critic_sequence_inputs(
         self, params: chex.ArrayTree, hidden0: chex.Array | None, obs: chex.Array, state: chex.Array, first: chex.Array
     ) -> tuple[chex.ArrayTree, chex.Array]:
@@ -188,8 +191,7 @@ class Agents:
         Feed-forward: the parameters and ``critic_features`` unchanged; recurrent: the GRU torso's outputs."""
         if not self.recurrent:
             return params, self.critic_features(obs, state)
-        step = lambda h, x: self.critic_torso.apply(params["torso"], h, x)
-        _, out = scan_sequence(step, hidden0, self.critic_features(obs, state), first)
+        _, out = scan_sequence(self._critic_torso_step(params), hidden0, self.critic_features(obs, state), first)
         return params["head"], out
 
     def rollout_critic_inputs(
@@ -201,7 +203,7 @@ class Agents:
         final = self.critic_features(traj.final_obs, traj.final_state)
         if not self.recurrent:
             return params, jnp.concatenate([now, final], axis=0), hidden0
-        step = lambda h, x: self.critic_torso.apply(params["torso"], h, x)
+        step = self._critic_torso_step(params)
         last, out = scan_sequence(step, hidden0, now, traj.first)
         return params["head"], jnp.concatenate([out, step_after(step, out, final)], axis=0), last
 
