@@ -217,19 +217,6 @@ class Agents:
         """Q-critic per sample: obs ``[..., N, O]``, state ``[..., S]``, samples ``[..., K, N]`` -> ``[..., N, K, A]``."""
         return q_head_samples(self.critic, params, self.critic_features(obs, state), joint_samples)
 
-    def q_marginal(
-        self,
-        params: chex.ArrayTree,
-        obs: chex.Array,
-        state: chex.Array,
-        joint_samples: chex.Array,
-        own_actions: chex.Array | None = None,
-    ) -> tuple[chex.Array, chex.Array | None]:
-        """Q^_i over own actions ``[..., N, A]`` and, given ``own_actions [..., N]``, the variance over K
-        of the per-sample values at them ``[..., N]`` (see ``marginal_q_head``)."""
-        features = self.critic_features(obs, state)
-        return marginal_q_head(self.critic, params, features, joint_samples, own_actions)
-
     def sample_others(self, key: chex.PRNGKey, policy: distrax.Categorical) -> chex.Array:
         """K joint actions ``[..., K, N]`` from a policy with batch shape ``[..., N]``."""
         return jnp.moveaxis(sample_joint_actions(key, policy, self.cfg.k), 0, -2)
