@@ -35,6 +35,7 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
     import jax
 
     from perla_jax import Config, make_env, make_trainer
+    from perla_jax.acting import act_step
 
     cfg = Config(algo="mappo" if algo == RANDOM else algo, k=k, **base)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), seeds)
@@ -44,13 +45,13 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
         state = jax.jit(jax.vmap(trainer.init)).lower(keys).compile(options)(keys)
         return jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates)[0])), state, steps
     env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name)
+    no_first = jax.numpy.zeros((cfg.num_envs,), bool)
 
     def env_step(carry, key):
+        # The act step the rollout uses, with uniform actions and no networks.
         env_state, total = carry
-        k_act, k_step = jax.random.split(key)
-        actions = env.random_actions(k_act)
-        env_state, tr = env.step(k_step, env_state, actions)
-        return (env_state, total + tr.reward.sum()), None
+        env_state, tr, _ = act_step(env, None, None, env_state, None, None, no_first, key, "random", cfg.num_envs)
+        return (env_state, total + tr.reward.sum(axis=-1)), None
 
     def one_seed(carry):
         env_state, total, key = carry
@@ -58,8 +59,7 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
         def block(c, _):
             env_state, total, key = c
             key, sub = jax.random.split(key)
-            step_keys = jax.random.split(sub, (cfg.num_steps, cfg.num_envs))
-            (env_state, total), _ = jax.lax.scan(jax.vmap(env_step), (env_state, total), step_keys)
+            (env_state, total), _ = jax.lax.scan(env_step, (env_state, total), jax.random.split(sub, cfg.num_steps))
             return (env_state, total, key), None
 
         return jax.lax.scan(block, (env_state, total, key), None, updates)[0]

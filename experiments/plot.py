@@ -2,7 +2,7 @@
 
     python experiments/plot.py runs/A runs/B --metric return --out compare.png
 
-See ``perla_jax.analysis`` for the definitions (also printed by ``--help``).
+See ``perla_jax.outputs.analysis`` for the definitions (also printed by ``--help``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ the same size, so the chunk function compiles once. Example::
     python experiments/run.py --env smax --map 2s3z --k 16 --seeds 8
 
 Writes ``config.json``, ``metrics.csv`` (appended after each chunk) and ``learning_curve.png`` to
-``--out`` (see ``perla_jax.recording``), and after each chunk a checkpoint in ``checkpoints/`` (see
-``perla_jax.checkpoints``). ``--resume RUN_DIR`` continues from the latest checkpoint and gives the same
+``--out`` (see ``perla_jax.outputs.recording``), and after each chunk a checkpoint in ``checkpoints/`` (see
+``perla_jax.outputs.checkpoints``). ``--resume RUN_DIR`` continues from the latest checkpoint and gives the same
 numbers as an uninterrupted run; SIGINT/SIGTERM stop after the running chunk's checkpoint (a second
 signal stops at once, keeping the previous checkpoint).
 """
@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from perla_jax import Config, checkpoints, make_trainer, recording
 from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS
+from perla_jax.envs.registry import ALIASES, SUPPORTED
 from perla_jax.evaluation import PERIODIC_FILE, append_periodic, make_evaluator
-from perla_jax.loggers import LOGGERS, make_loggers, parse_kinds
+from perla_jax.outputs.loggers import LOGGERS, make_loggers, parse_kinds
 from perla_jax.sharding import maybe_initialize_distributed, seed_sharding, shard_seeds, to_host
 
 OPTION_NAMES = {"num_seeds": "seeds", "map_name": "map"}  # field -> option name where it differs from the field's
@@ -45,7 +46,10 @@ CHOICES = {
 }
 TARGET_CALLS = 50
 HELP = {  # one line per Config field; a field missing here still gets an option
-    "env": "environment: mpe, smax, mabrax (= ant_4x2), or a supported jaxmarl name (MPE, HeuristicEnemySMAX, MABrax)",
+    "env": "environment: "
+    + ", ".join(f"{alias} (= {full})" for alias, full in ALIASES.items())
+    + ", or a supported jaxmarl name: "
+    + ", ".join(SUPPORTED),
     "env_kwargs": "keyword arguments for the environment, as a JSON object",
     "map_name": "SMAX map from jaxmarl's scenario table, e.g. 3m, 2s3z (required with --env smax; none elsewhere)",
     "algo": "algorithm",
@@ -194,7 +198,7 @@ class Plan(typing.NamedTuple):
     chunk: int
     start: int  # updates already done (the checkpoint to restore; 0 = start afresh)
     sharding: typing.Any = None  # of the seed axis over devices; None on one device
-    log_kinds: tuple[str, ...] = ()  # extra loggers (perla_jax.loggers)
+    log_kinds: tuple[str, ...] = ()  # extra loggers (perla_jax.outputs.loggers)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -1,9 +1,12 @@
-"""TD(lambda) returns and advantages as small pure functions (rlax style).
+"""TD(lambda) returns and advantages as small pure functions (rlax style), and the registry of PERLA's
+advantage estimators (``ADVANTAGE_ESTIMATORS``, chosen by ``Config.advantage``).
 
 Time is the leading axis ``[T, ...]``; trailing axes (environments, agents) broadcast.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import chex
 import jax
@@ -73,6 +76,66 @@ def take_action(values: chex.Array, actions: chex.Array) -> chex.Array:
     return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]
 
 
-def counterfactual_advantage(q_all: chex.Array, probs: chex.Array, actions: chex.Array) -> chex.Array:
-    """COMA-style A = Q(s, a) - sum_b pi(b) Q(s, b); the baseline does not depend on a."""
-    return take_action(q_all, actions) - expected_value(q_all, probs)
+def next_step_values(values: chex.Array, final_values: chex.Array, ended: chex.Array) -> chex.Array:
+    """Bootstrap values ``[T, E, N]`` of the state each step reached.
+
+    Where the episode went on, that state is the next step's, so its value estimate is reused (then GAE
+    over these values telescopes exactly); where the episode ended, or at the last step, it is the
+    value of the final observation (used only on truncation: ``lambda_returns`` drops it on termination).
+    """
+    following = jnp.concatenate([values[1:], final_values[-1:]], axis=0)
+    return jnp.where(ended[..., None], final_values, following)
+
+
+@chex.dataclass(frozen=True)
+class MarginalValues:
+    """PERLA's marginal critic values along a rollout, what every advantage estimator starts from."""
+
+    q_taken: chex.Array  # [T, E, N] Q^_i(s_t, a_i,t), the K-sample marginal at the own action taken
+    v_now: chex.Array  # [T, E, N] V^_i(s_t) = E_{a_i ~ pi_i} Q^_i(s_t, a_i)
+    v_final: chex.Array  # [T, E, N] V^_i(s'_t) at the state each step reached (before any reset)
+    ended: chex.Array  # [T, E] the step ended its episode (termination or time limit)
+
+
+# (marginal values, bootstrap values [T, E, N] -> TD(lambda) returns) -> (returns, advantages), both [T, E, N]
+LambdaReturns = Callable[[chex.Array], chex.Array]
+AdvantageEstimator = Callable[[MarginalValues, LambdaReturns], tuple[chex.Array, chex.Array]]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def register_advantage(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Registers an estimator under ``name``: it becomes a valid ``Config.advantage`` and ``--advantage``."""
+
+    def register(fn: AdvantageEstimator) -> AdvantageEstimator:
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage={name!r} is registered twice")
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+
+    return register
+
+
+@register_advantage("counterfactual")
+def counterfactual(values: MarginalValues, lam_returns: LambdaReturns) -> tuple[chex.Array, chex.Array]:
+    """COMA's baseline with PERLA's marginal: A = Q^_i(s, a_i) - sum_b pi_i(b) Q^_i(s, b); the critic regresses
+    onto TD(lambda) returns bootstrapped on V^."""
+    returns = lam_returns(next_step_values(values.v_now, values.v_final, values.ended))
+    return returns, values.q_taken - values.v_now
+
+
+@register_advantage("td")
+def td(values: MarginalValues, lam_returns: LambdaReturns) -> tuple[chex.Array, chex.Array]:
+    """GAE over r + gamma V^(s') - V^(s)."""
+    returns = lam_returns(next_step_values(values.v_now, values.v_final, values.ended))
+    return returns, returns - values.v_now
+
+
+@register_advantage("sarsa")
+def sarsa(values: MarginalValues, lam_returns: LambdaReturns) -> tuple[chex.Array, chex.Array]:
+    """GAE over r + gamma Q^(s', a') - Q^(s, a), Algorithm 1 read literally.
+
+    Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; the expectation V^_i(s') where it is not
+    (the last step, or a step that ended an episode, whose next action was never taken).
+    """
+    returns = lam_returns(next_step_values(values.q_taken, values.v_final, values.ended))
+    return returns, returns - values.q_taken

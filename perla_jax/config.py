@@ -6,8 +6,11 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-ALGOS = ("perla_mappo", "perla_ippo", "mappo", "ippo")
-ADVANTAGES = ("counterfactual", "td", "sarsa")
+from perla_jax.advantages import ADVANTAGE_ESTIMATORS
+from perla_jax.algos import ALGO_SPECS, ALGOS, AlgoSpec
+from perla_jax.envs.registry import check_map, env_family
+
+ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_ACTION_LAYERS = ("first", "last")
 NETWORKS = ("ff", "rnn")
@@ -123,22 +126,17 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is below one update (num_envs*num_steps={batch}): "
                 f"allowed is total_timesteps >= {batch}"
             )
-        from perla_jax.envs import check_map, resolve_env_name  # local: envs imports jaxmarl, config stays light
-
-        full_env = resolve_env_name(self.env)
+        family = env_family(self.env)
         check_map(self.env, self.map_name)
-        self._check_network(full_env)
+        self._check_network(family.default_network, family.continuous)
 
-    def _check_network(self, full_env: str) -> None:
-        from perla_jax.envs import SMAX_ENVS
-        from perla_jax.continuous_envs import MABRAX
-
+    def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":
-            object.__setattr__(self, "network", "rnn" if full_env in SMAX_ENVS else "ff")
+            object.__setattr__(self, "network", default_network)
         _check_choice("network", self.network, NETWORKS)
         if self.network != "rnn":
             return
-        if full_env in MABRAX:
+        if continuous:
             raise ValueError(f"network='rnn' is not supported for continuous-action env={self.env!r}: allowed is ff")
         if self.num_envs % self.num_minibatches:
             raise ValueError(
@@ -171,12 +169,16 @@ class Config:
         return self.batch_size // self.num_minibatches
 
     @property
+    def algo_spec(self) -> AlgoSpec:
+        return ALGO_SPECS[self.algo]
+
+    @property
     def uses_q_critic(self) -> bool:
-        return self.algo.startswith("perla")
+        return self.algo_spec.critic == "q"
 
     @property
     def centralised_critic(self) -> bool:
-        return self.algo.endswith("mappo")
+        return self.algo_spec.centralised
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perla_jax.acting import act_step
 from perla_jax.agents import Agents
-from perla_jax.envs import MultiAgentEnv
-from perla_jax.recording import mean_ci
+from perla_jax.envs.base import MultiAgentEnv
+from perla_jax.outputs.recording import mean_ci
 
 MODES = ("greedy", "stochastic")
 EVAL_FILE = "eval.json"
@@ -74,11 +75,10 @@ def play_episode(
 
     def step(carry, step_key):
         state, obs, over, hidden = carry
-        key_act, key_env = jax.random.split(step_key)
         # After the episode's end, the auto-reset's episode is not counted, so no hidden reset is needed.
-        hidden, policy = agents.actor_step(actor_params, hidden, obs, jnp.array(False), env.avail_actions(state.inner))
-        action = policy.mode() if greedy else policy.sample(seed=key_act)
-        next_state, tr = env.step(key_env, state, action)
+        mode = "greedy" if greedy else "sample"
+        next_state, tr, acted = act_step(env, agents, actor_params, state, obs, hidden, jnp.array(False), step_key, mode)
+        hidden = acted.hidden
         ended = tr.terminated | tr.truncated
         # The wrapper reports an episode's totals on its last step only.
         finishing = ended & ~over

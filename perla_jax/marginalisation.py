@@ -12,7 +12,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 
-from perla_jax.networks import QCritic
+from perla_jax.networks.discrete import QCritic
 
 
 def marginalise(

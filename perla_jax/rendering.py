@@ -13,9 +13,13 @@ from pathlib import Path
 import chex
 import jax
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from PIL import Image
 
 from perla_jax.agents import Agents
-from perla_jax.envs import MultiAgentEnv
+from perla_jax.envs.base import MultiAgentEnv
 from perla_jax.evaluation import check_mode, episode_horizon, play_episode
 
 FRAME_MS = 100  # display time of one environment step
@@ -90,9 +94,6 @@ def record_episodes(
 
 def draw_frames(env: MultiAgentEnv, recording: Recording, size_px: int = 320) -> list[np.ndarray]:
     """One RGB frame ``[H, W, 3]`` (uint8) per live step of every episode, in order."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle
 
     dpi = 80
     fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
@@ -122,7 +123,6 @@ def draw_frames(env: MultiAgentEnv, recording: Recording, size_px: int = 320) ->
 def write_gif(path: str | Path, frames: list[np.ndarray], frame_ms: int = FRAME_MS) -> Path:
     """Writes ``frames`` as a looping GIF at ``path`` (through a temporary file, so a reader never sees
     half a GIF) and returns the path."""
-    from PIL import Image
 
     if len(frames) < 1:
         raise ValueError("no frames to write")

@@ -6,29 +6,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from perla_jax.acting import act_step
 from perla_jax.agents import Agents
-from perla_jax.envs import EnvState, MultiAgentEnv
-
-
-@chex.dataclass(frozen=True)
-class Trajectory:
-    """A rollout batch; axes ``[T, E, N, ...]`` = time, environment, agent."""
-
-    obs: chex.Array  # [T, E, N, O] observation acted on
-    state: chex.Array  # [T, E, S] critic's global state acted in (MultiAgentEnv.global_state)
-    avail: chex.Array  # [T, E, N, A] bool, actions available at obs (the policy was masked with it)
-    action: chex.Array  # [T, E, N]
-    log_prob: chex.Array  # [T, E, N] behaviour log-probability of the action
-    reward: chex.Array  # [T, E, N]
-    final_obs: chex.Array  # [T, E, N, O] observation the step reached, before any reset
-    terminated: chex.Array  # [T, E]
-    truncated: chex.Array  # [T, E]
-    episode_return: chex.Array  # [T, E] team return of an episode that ended at this step, else 0
-    episode_length: chex.Array  # [T, E]
-    final_state: chex.Array  # [T, E, S] global state at final_obs
-    final_avail: chex.Array  # [T, E, N, A] bool, actions available at final_obs
-    won: chex.Array  # [T, E] an episode ended at this step in a win
-    first: chex.Array | None = None  # [T, E] obs is an episode's first observation (recurrent hidden states reset there)
+from perla_jax.envs.base import MultiAgentEnv
+from perla_jax.types import EnvState, Trajectory
 
 
 def rollout(
@@ -51,18 +32,16 @@ def rollout(
 
     def step(carry, step_key):
         env_state, obs, hidden, first = carry
-        key_act, key_env = jax.random.split(step_key)
         state = jax.vmap(env.global_state)(env_state.inner, obs)
-        avail = jax.vmap(env.avail_actions)(env_state.inner)
-        hidden, policy = agents.actor_step(actor_params, hidden, obs, first, avail)
-        action = policy.sample(seed=key_act)  # [E, N]
-        env_state, tr = jax.vmap(env.step)(jax.random.split(key_env, num_envs), env_state, action)
+        env_state, tr, acted = act_step(
+            env, agents, actor_params, env_state, obs, hidden, first, step_key, "sample", num_envs
+        )
         record = Trajectory(
             obs=obs,
             state=state,
-            avail=avail,
-            action=action,
-            log_prob=policy.log_prob(action),
+            avail=acted.avail,
+            action=acted.action,
+            log_prob=acted.log_prob,
             reward=tr.reward,
             final_obs=tr.final_obs,
             terminated=tr.terminated,
@@ -74,7 +53,7 @@ def rollout(
             won=tr.won,
             first=first,
         )
-        return (env_state, tr.obs, hidden, tr.terminated | tr.truncated), record
+        return (env_state, tr.obs, acted.hidden, tr.terminated | tr.truncated), record
 
     carry = (env_state, obs, actor_hidden, first)
     (env_state, obs, hidden, first), traj = jax.lax.scan(step, carry, jax.random.split(key, num_steps))

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 SEED_AXIS = "seed"
@@ -65,8 +66,6 @@ def to_host(tree):
     """Every leaf as a NumPy array on this host, gathering the shards other processes hold when running
     multi-host (where ``np.asarray`` of a globally sharded array would fail)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
     return jax.tree.map(np.asarray, tree)
 

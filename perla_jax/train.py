@@ -15,64 +15,14 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from perla_jax.advantages import take_action
-from perla_jax.agents import Agents, estimate
+from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.envs import EnvState, MultiAgentEnv, make_env
+from perla_jax.critics import Critic, make_critic
+from perla_jax.envs.base import MultiAgentEnv
+from perla_jax.envs.registry import make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
-from perla_jax.marginalisation import marginal_q_head
 from perla_jax.rollout import rollout
-
-METRICS = (
-    "env_steps",
-    "return",
-    "episode_length",
-    "actor_loss",
-    "critic_loss",
-    "entropy",
-    "approx_kl",
-    "clip_frac",
-    "critic_sample_var",
-    "win_rate",
-)
-
-
-@chex.dataclass
-class RunnerState:
-    actor: TrainState
-    critic: TrainState
-    env_state: EnvState  # [E]
-    obs: chex.Array  # [E, N, O]
-    key: chex.PRNGKey
-    update: chex.Array  # [] updates done so far
-    first: chex.Array  # [E] obs begins an episode (recurrent hidden states reset there)
-    actor_hidden: chex.Array | None = None  # [E, N, H] recurrent actor's hidden state (None: feed-forward)
-    critic_hidden: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state
-
-
-@chex.dataclass(frozen=True)
-class Batch:
-    """Training batch; leading axes ``[T, E]`` before flattening, ``[B]`` after."""
-
-    obs: chex.Array  # [..., N, O]
-    state: chex.Array  # [..., S] global state (the centralised critic's input)
-    avail: chex.Array  # [..., N, A] available actions (the policy is masked as in the rollout)
-    action: chex.Array  # [..., N]
-    log_prob: chex.Array  # [..., N]
-    advantages: chex.Array  # [..., N]
-    targets: chex.Array  # [..., N]
-    old_predictions: chex.Array  # [..., N]
-    joint_samples: chex.Array | None  # [..., K, N] (Q-critics only)
-    first: chex.Array  # [...] obs begins an episode
-
-
-@chex.dataclass(frozen=True)
-class SequenceStarts:
-    """Recurrent networks' hidden states at the first step of a rollout, ``[E, N, H]`` (``[E/M, N, H]`` per
-    minibatch): the loss replays each minibatch's whole sequences from them."""
-
-    actor: chex.Array
-    critic: chex.Array
+from perla_jax.types import METRICS, Batch, RunnerState, SequenceStarts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +33,7 @@ class Trainer:
     cfg: Config
     env: MultiAgentEnv
     agents: Agents
+    critic: Critic
     init: Callable[[chex.PRNGKey], RunnerState]
     train_step: Callable[[RunnerState], tuple[RunnerState, dict[str, chex.Array]]]
 
@@ -95,7 +46,10 @@ def make_trainer(cfg: Config, env: MultiAgentEnv | None = None) -> Trainer:
     """``env`` overrides ``cfg.env`` (an environment built outside jaxmarl's registry, e.g. in tests)."""
     env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name) if env is None else env
     agents = Agents.build(cfg, env)
-    return Trainer(cfg, env, agents, _make_init(cfg, env, agents), _make_train_step(cfg, env, agents))
+    critic = make_critic(cfg, env, agents)
+    return Trainer(
+        cfg, env, agents, critic, _make_init(cfg, env, agents, critic), _make_train_step(cfg, env, agents, critic)
+    )
 
 
 def make_train(cfg: Config) -> Callable[[chex.PRNGKey], dict]:
@@ -115,32 +69,32 @@ def _optimiser(cfg: Config, lr: float) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(schedule, eps=1e-5))
 
 
-def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents) -> Callable[[chex.PRNGKey], RunnerState]:
+def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic) -> Callable[[chex.PRNGKey], RunnerState]:
     def init(rng: chex.PRNGKey) -> RunnerState:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
-        actor = TrainState.create(
+        actor_state = TrainState.create(
             apply_fn=agents.actor.apply, params=agents.init_actor(k_actor), tx=_optimiser(cfg, cfg.actor_lr)
         )
-        critic = TrainState.create(
-            apply_fn=agents.critic.apply, params=agents.init_critic(k_critic), tx=_optimiser(cfg, cfg.critic_lr)
+        critic_state = TrainState.create(
+            apply_fn=critic.network.apply, params=critic.init(k_critic), tx=_optimiser(cfg, cfg.critic_lr)
         )
         obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs))
         return RunnerState(
-            actor=actor,
-            critic=critic,
+            actor=actor_state,
+            critic=critic_state,
             env_state=env_state,
             obs=obs,
             key=rng,
             update=jnp.array(0),
             first=jnp.ones((cfg.num_envs,), bool),
             actor_hidden=agents.initial_actor_hidden((cfg.num_envs,)),
-            critic_hidden=agents.initial_critic_hidden((cfg.num_envs,)),
+            critic_hidden=critic.inputs.initial_hidden((cfg.num_envs,)),
         )
 
     return init
 
 
-def _make_losses(cfg: Config, agents: Agents):
+def _make_losses(cfg: Config, agents: Agents, critic: Critic):
     def actor_loss(params, mb: Batch, starts: SequenceStarts | None):
         policy = agents.actor_sequence(params, None if starts is None else starts.actor, mb.obs, mb.first, mb.avail)
         return ppo_actor_loss(
@@ -153,40 +107,31 @@ def _make_losses(cfg: Config, agents: Agents):
         )
 
     def critic_loss(params, mb: Batch, starts: SequenceStarts | None):
-        head, inputs = agents.critic_sequence_inputs(params, None if starts is None else starts.critic, mb.obs, mb.state, mb.first)
-        if cfg.uses_q_critic:
-            # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
-            if agents.continuous:
-                prediction = agents.q_taken(params, mb.obs, mb.state, mb.joint_samples, mb.action)
-            else:
-                q_hat, _ = marginal_q_head(agents.critic, head, inputs, mb.joint_samples)
-                prediction = take_action(q_hat, mb.action)
-        else:
-            prediction = agents.critic.apply(head, inputs)
+        prediction = critic.predict(params, mb, None if starts is None else starts.critic)
         loss = clipped_value_loss(prediction, mb.old_predictions, mb.targets, cfg.clip_eps)
         return cfg.vf_coef * loss, loss
 
     return actor_loss, critic_loss
 
 
-def _make_minibatch_step(cfg: Config, agents: Agents):
-    actor_loss, critic_loss = _make_losses(cfg, agents)
+def _make_minibatch_step(cfg: Config, agents: Agents, critic: Critic):
+    actor_loss, critic_loss = _make_losses(cfg, agents, critic)
     actor_grad = jax.value_and_grad(actor_loss, has_aux=True)
     critic_grad = jax.value_and_grad(critic_loss, has_aux=True)
 
     def minibatch_step(nets, minibatch: tuple[Batch, SequenceStarts | None]):
-        actor, critic = nets
-        (_, actor_stats), g_actor = actor_grad(actor.params, *minibatch)
-        (_, value_loss), g_critic = critic_grad(critic.params, *minibatch)
-        nets = (actor.apply_gradients(grads=g_actor), critic.apply_gradients(grads=g_critic))
+        actor_state, critic_state = nets
+        (_, actor_stats), g_actor = actor_grad(actor_state.params, *minibatch)
+        (_, value_loss), g_critic = critic_grad(critic_state.params, *minibatch)
+        nets = (actor_state.apply_gradients(grads=g_actor), critic_state.apply_gradients(grads=g_critic))
         return nets, {**actor_stats, "critic_loss": value_loss}
 
     return minibatch_step
 
 
-def _make_epoch(cfg: Config, agents: Agents):
+def _make_epoch(cfg: Config, agents: Agents, critic: Critic):
     """``epoch(nets, key, batch [T, E, ...], starts) -> (nets, stats [M])``: one pass over shuffled minibatches."""
-    minibatch_step = _make_minibatch_step(cfg, agents)
+    minibatch_step = _make_minibatch_step(cfg, agents, critic)
     b, m, e = cfg.batch_size, cfg.num_minibatches, cfg.num_envs
 
     def epoch(nets, key, batch: Batch, starts: SequenceStarts | None):
@@ -206,8 +151,8 @@ def _make_epoch(cfg: Config, agents: Agents):
     return epoch
 
 
-def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
-    epoch = _make_epoch(cfg, agents)
+def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic):
+    epoch = _make_epoch(cfg, agents, critic)
     b = cfg.batch_size
 
     def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
@@ -216,8 +161,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents):
             env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps,
             state.actor_hidden, state.first,
         )
-        est = estimate(
-            agents, state.actor.params, state.critic.params, traj, k_est, state.actor_hidden, state.critic_hidden
+        est = critic.estimate(
+            state.actor.params, state.critic.params, traj, k_est, state.actor_hidden, state.critic_hidden
         )
         batch = Batch(
             obs=traj.obs,

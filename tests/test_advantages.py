@@ -4,8 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perla_jax.advantages import counterfactual_advantage, expected_value, gae, lambda_returns, take_action
-from perla_jax.agents import next_step_values
+from perla_jax.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    MarginalValues,
+    expected_value,
+    gae,
+    lambda_returns,
+    next_step_values,
+    take_action,
+)
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
 
 R = jnp.array([1.0, 2.0, 3.0, 4.0])
@@ -73,6 +80,16 @@ def test_next_step_values_uses_final_value_only_at_ends_and_last_step():
     np.testing.assert_array_equal(next_step_values(values, final, ended)[:, 0, 0], [1.0, 11.0, 3.0, 13.0])
 
 
+def counterfactual_advantage(q, p, actions):
+    """The registered ``counterfactual`` estimator's advantage at one state: Q^ at the action minus its
+    expectation under the policy (its returns, not checked here, need a rollout)."""
+    values = MarginalValues(
+        q_taken=take_action(q, actions), v_now=expected_value(q, p), v_final=jnp.zeros(q.shape[:-1]),
+        ended=jnp.zeros(q.shape[:-2], bool),
+    )
+    return ADVANTAGE_ESTIMATORS["counterfactual"](values, lambda next_values: next_values)[1]
+
+
 def test_counterfactual_advantage_by_hand_and_zero_mean_under_policy():
     q = jnp.array([[1.0, 3.0, -2.0]])
     p = jnp.array([[0.5, 0.25, 0.25]])
@@ -118,14 +135,16 @@ def test_estimate_bootstraps_on_truncation_not_termination_on_a_hand_made_trajec
     import jax
 
     from perla_jax import Config, make_env
-    from perla_jax.agents import Agents, estimate
-    from perla_jax.envs import global_state
-    from perla_jax.rollout import Trajectory
+    from perla_jax.agents import Agents
+    from perla_jax.critics import make_critic
+    from perla_jax.envs.base import global_state
+    from perla_jax.types import Trajectory
 
     cfg = Config(algo="mappo", gamma=0.9, gae_lambda=0.0, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1)
     env = make_env(cfg.env)
     agents = Agents.build(cfg, env)
-    params = agents.init_critic(jax.random.PRNGKey(0))
+    critic = make_critic(cfg, env, agents)
+    params = critic.init(jax.random.PRNGKey(0))
     T, N, O = 4, env.num_agents, env.obs_dim
     obs = jax.random.normal(jax.random.PRNGKey(1), (T, 1, N, O))
     final_obs = jax.random.normal(jax.random.PRNGKey(2), (T, 1, N, O))
@@ -139,9 +158,10 @@ def test_estimate_bootstraps_on_truncation_not_termination_on_a_hand_made_trajec
         state=global_state(obs), final_state=global_state(final_obs), avail=avail, final_avail=avail,
         won=jnp.zeros((T, 1), bool),
     )
-    est = estimate(agents, agents.init_actor(jax.random.PRNGKey(3)), params, traj, jax.random.PRNGKey(4))
-    v = np.asarray(agents.state_values(params, obs, global_state(obs)))[:, 0]
-    v_final = np.asarray(agents.state_values(params, final_obs, global_state(final_obs)))[:, 0]
+    est = critic.estimate(agents.init_actor(jax.random.PRNGKey(3)), params, traj, jax.random.PRNGKey(4))
+    state_values = lambda o: critic.network.apply(params, critic.inputs.features(o, global_state(o)))
+    v = np.asarray(state_values(obs))[:, 0]
+    v_final = np.asarray(state_values(final_obs))[:, 0]
     r = np.asarray(reward)[:, 0]
     want = np.stack([r[0] + 0.9 * v[1], r[1] + 0.9 * v_final[1], r[2] + 0.9 * v[3], r[3]])
     np.testing.assert_allclose(est.targets[:, 0], want, rtol=1e-5, atol=1e-5)

@@ -172,17 +172,22 @@ def test_resume_of_a_folder_without_config_is_refused(tmp_path, capsys):
 def test_sigterm_stops_after_a_checkpoint_and_resume_matches(reference, tmp_path, capsys):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, str(RUN_SCRIPT), *TINY, "--out", str(run_dir)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / "1").is_dir():  # orbax renames a checkpoint into place when complete
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    # The child's output goes to files, never to pipes nobody reads: a full pipe would block the child (XLA:CPU
+    # logs kilobytes per persistent-cache load on some CPUs, enough to fill a 64 KiB pipe before a checkpoint).
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out_path.open("w") as out, err_path.open("w") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, str(RUN_SCRIPT), *TINY, "--out", str(run_dir)],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=errors, text=True,
+        )
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "1").is_dir():  # orbax renames a checkpoint into place when complete
+            assert proc.poll() is None, err_path.read_text()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    err = err_path.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert f"--resume {run_dir}" in err and "SIGTERM" in err
     done = _steps(run_dir)[-1]

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 
 from perla_jax import Config
-from perla_jax.continuous import ContinuousAgents, ContinuousQCritic, MaskedDiagNormal, marginal_q_samples
+from perla_jax.agents import Agents
+from perla_jax.critics import ContinuousQCritic
+from perla_jax.critics.continuous_q import marginal_q_samples
 from perla_jax.marginalisation import marginalise
+from perla_jax.networks.continuous import ContinuousQNetwork, GaussianActor, MaskedDiagNormal
+from perla_jax.networks.heads import GaussianHead
 
 N, A = 3, 2
 MASK = np.array([[True, False], [True, True], [True, True]])  # agent 0 has one real action dim
@@ -61,30 +65,31 @@ def test_masked_gaussian_ignores_padded_dims():
     np.testing.assert_allclose(base.mode(), np.where(MASK, MU, 0.0), rtol=1e-6)
 
 
-def _agents(k, m):
+def _samplers(k, m):
+    """(agents, critic): the others' K joint samples come from the agents, the M own samples from the critic."""
     cfg = Config(k=k, own_action_samples=m, num_envs=2, num_steps=8, total_timesteps=16)
-    critic = ContinuousQCritic(N, A, (8,), "tanh")
     mask = tuple(tuple(bool(v) for v in row) for row in MASK)
-    return ContinuousAgents(cfg, N, A, 4, None, critic, mask)
+    agents = Agents(cfg, N, 4, GaussianHead(GaussianActor(A, (8,)), mask))
+    return agents, ContinuousQCritic(cfg, ContinuousQNetwork(N, A, (8,), "tanh"), None, agents)
 
 
 @pytest.fixture(scope="module")
 def estimators():
     """Jitted draws of Q^_i(s, a_i) (K samples) and V^_i(s) (M x K samples) for the quadratic critic."""
 
-    def draw(key, agents):
+    def draw(key, agents, critic):
         k_others, k_own = jax.random.split(key)
         joint = agents.sample_others(k_others, policy())  # [K, N, A]
-        own = agents.sample_own(k_own, policy())  # [N, M, A]
+        own = critic.sample_own(k_own, policy())  # [N, M, A]
         own_fixed = jnp.asarray(np.where(MASK, 0.5, 0.0))  # Q^ at a fixed own action
         q_hat = marginalise(quadratic, own_fixed, joint)  # [N]
         v_hat = jax.vmap(lambda o: marginalise(quadratic, o, joint), in_axes=1)(own).mean(axis=0)  # [N]
         return q_hat, v_hat
 
     def run(k, m, reps=4000, seed=0):
-        agents = _agents(k, m)
+        agents, critic = _samplers(k, m)
         keys = jax.random.split(jax.random.PRNGKey(seed), reps)
-        return jax.jit(jax.vmap(lambda key: draw(key, agents)))(keys)
+        return jax.jit(jax.vmap(lambda key: draw(key, agents, critic)))(keys)
 
     return run
 
@@ -119,7 +124,7 @@ def test_marginal_variance_falls_as_one_over_k(estimators):
 
 
 def test_split_first_layer_equals_plain_mlp():
-    critic = ContinuousQCritic(N, A, (8, 8), "tanh")
+    critic = ContinuousQNetwork(N, A, (8, 8), "tanh")
     key = jax.random.PRNGKey(3)
     features = jax.random.normal(key, (2, N, 5))  # [E, N, F]
     joint = jax.random.normal(jax.random.fold_in(key, 1), (2, 4, N, A))  # [E, K, N, A]

@@ -7,14 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy_continuous import ToyContinuous
 
 from perla_jax import Config, make_env
-from perla_jax.continuous_envs import ContinuousMultiAgentEnv
-from perla_jax.envs import resolve_env_name
 from perla_jax.agents import Agents
+from perla_jax.envs.mabrax import ContinuousMultiAgentEnv
+from perla_jax.envs.registry import resolve_env_name
 from perla_jax.evaluation import episode_horizon, make_evaluator
+from perla_jax.rollout import rollout
 from perla_jax.train import METRICS, make_trainer
-from toy_continuous import ToyContinuous
 
 TINY = dict(
     num_envs=2, num_steps=8, total_timesteps=32, k=2, own_action_samples=2, actor_hidden=(8, 8),
@@ -131,12 +132,9 @@ def test_greedy_evaluation_of_a_zero_policy_matches_the_closed_form(toy):
 def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_input(toy):
     """old_predictions (used for value clipping) is the prediction the critic loss regresses, at the same
     parameters; with the action weights zeroed Q^ = V^ exactly, so the counterfactual advantage is 0."""
-    from perla_jax.agents import estimate
-    from perla_jax.rollout import rollout
-
     cfg = Config(algo="perla_mappo", advantage="counterfactual", **TINY)
     trainer = make_trainer(cfg, toy)
-    agents = trainer.agents
+    agents, critic = trainer.agents, trainer.critic
 
     @jax.jit
     def run(key, action_scale):
@@ -145,8 +143,8 @@ def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_in
             lambda p, x: x * action_scale if "action_kernel" in jax.tree_util.keystr(p) else x, state.critic.params
         )
         _, _, traj, *_ = rollout(toy, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps)
-        est = estimate(agents, state.actor.params, params, traj, key)
-        return traj, est, agents.q_taken(params, traj.obs, traj.state, est.joint_samples, traj.action)
+        est = critic.estimate(state.actor.params, params, traj, key)
+        return traj, est, critic.q_taken(params, traj.obs, traj.state, est.joint_samples, traj.action)
 
     traj, est, pred = run(jax.random.PRNGKey(0), 1.0)
     assert traj.action.shape == (8, 2, 2, 2) and est.joint_samples.shape == (8, 2, 2, 2, 2)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perla_jax import make_env
-from perla_jax.envs import global_state
+from perla_jax.envs.base import global_state
 
 
 def test_truncation_keeps_final_obs_and_resets():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from perla_jax import METRICS, Config
-from perla_jax.loggers import LOGGERS, make_loggers, parse_kinds
+from perla_jax.outputs.loggers import LOGGERS, make_loggers, parse_kinds
 
 CFG = Config(num_seeds=2, num_envs=2, num_steps=32, total_timesteps=192)
 

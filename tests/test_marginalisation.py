@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from perla_jax import Config, make_env, marginal_q, marginal_q_head, marginalise, q_head_samples, sample_joint_actions
-
 from perla_jax.agents import Agents
-from perla_jax.networks import others_one_hot
+from perla_jax.critics import make_critic
+from perla_jax.networks.discrete import others_one_hot
 
 N, A = 3, 3
 
@@ -166,12 +166,12 @@ def test_critic_head_marginal_equals_generic_marginalise(action_layer):
     cfg = Config(algo="perla_mappo", k=6, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1,
                  critic_hidden=(8, 6, 4), critic_action_layer=action_layer)
     env = make_env(cfg.env)
-    agents = Agents.build(cfg, env)
-    params = agents.init_critic(jax.random.PRNGKey(5))
+    critic = make_critic(cfg, env, Agents.build(cfg, env))
+    params = critic.init(jax.random.PRNGKey(5))
     obs = jax.random.normal(jax.random.PRNGKey(6), (env.num_agents, env.obs_dim))
     samples = jax.random.randint(jax.random.PRNGKey(7), (cfg.k, env.num_agents), 0, env.num_actions)
-    features = agents.critic_features(obs, obs.reshape(-1))
-    per_sample = q_head_samples(agents.critic, params, features, samples)
+    features = critic.inputs.features(obs, obs.reshape(-1))
+    per_sample = q_head_samples(critic.network, params, features, samples)
     assert per_sample.shape == (env.num_agents, cfg.k, env.num_actions)
     q_hat, q_var = marginal_q(per_sample)
     layer_index = 0 if action_layer == "first" else 2
@@ -183,7 +183,7 @@ def test_critic_head_marginal_equals_generic_marginalise(action_layer):
     for a in range(env.num_actions):
         own = jnp.full((env.num_agents,), a)
         np.testing.assert_allclose(q_hat[:, a], marginalise(q_fn, own, samples), rtol=1e-5, atol=1e-6)
-        cheap_q, cheap_var = marginal_q_head(agents.critic, params, features, samples, own)
+        cheap_q, cheap_var = marginal_q_head(critic.network, params, features, samples, own)
         np.testing.assert_allclose(cheap_q, q_hat, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(cheap_var, q_var[:, a], rtol=1e-4, atol=1e-9)
     assert np.all(np.asarray(q_var) > 0)

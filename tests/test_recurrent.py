@@ -5,13 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy_memory import make_cue_env
 
 from perla_jax import Config, make_trainer
 from perla_jax.agents import Agents
-from perla_jax.envs import make_env
+from perla_jax.envs.registry import make_env
 from perla_jax.evaluation import make_evaluator
 from perla_jax.rollout import rollout
-from toy_memory import make_cue_env
 
 TINY = dict(env="MPE_simple_spread_v3", env_kwargs={"max_steps": 4}, network="rnn", num_envs=4, num_steps=12,
             total_timesteps=96, num_minibatches=2, update_epochs=1, k=3, actor_hidden=(8, 8), critic_hidden=(8, 8))
@@ -87,7 +87,7 @@ def test_sequence_minibatches_replay_the_rollout(rnn_rollouts):
 
 def test_critic_inputs_at_reached_states_continue_the_sequence(rnn_rollouts):
     trainer, state, traj, _, _ = rnn_rollouts
-    head, inputs, last = trainer.agents.rollout_critic_inputs(state.critic.params, state.critic_hidden, traj)
+    head, inputs, last = trainer.critic.inputs.rollout(state.critic.params, state.critic_hidden, traj)
     t = traj.obs.shape[0]
     now, final = np.asarray(inputs[:t]), np.asarray(inputs[t:])
     ended = np.asarray(traj.terminated | traj.truncated)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from perla_jax import Config, make_env, make_trainer
-from perla_jax.agents import Agents, estimate
+from perla_jax.agents import Agents
+from perla_jax.envs.smax import map_names
 from perla_jax.evaluation import Episodes, summarise
 from perla_jax.rollout import rollout
-from perla_jax.smax import map_names
 
 MAX_STEPS = 5  # episodes time out after MAX_STEPS + 1 transitions
 TINY = dict(env="smax", map_name="3m", env_kwargs={"max_steps": MAX_STEPS}, num_envs=2, num_steps=16,
@@ -31,7 +31,7 @@ def perla_run():
         state = trainer.init(k_init)
         _, _, traj, *_ = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs, k_roll,
                              trainer.cfg.num_steps)
-        est = estimate(trainer.agents, state.actor.params, state.critic.params, traj, k_est)
+        est = trainer.critic.estimate(state.actor.params, state.critic.params, traj, k_est)
         reset_state = jax.vmap(trainer.env.global_state)(state.env_state.inner, state.obs)
         _, metrics = trainer.run_updates(state, UPDATES)
         return traj, est, reset_state, metrics
@@ -90,7 +90,7 @@ def test_world_state_is_smax_world_state(perla_run):
     np.testing.assert_array_equal(np.asarray(traj.final_avail)[:-1][same], np.asarray(traj.avail)[1:][same])
     # The observations are not the state: SMAX's state is not the concatenated observations.
     assert env.state_dim != env.num_agents * env.obs_dim
-    features = trainer.agents.critic_features(traj.obs, traj.state)
+    features = trainer.critic.inputs.features(traj.obs, traj.state)
     assert features.shape == (T, E, env.num_agents, env.state_dim + env.num_agents)
 
 

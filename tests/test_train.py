@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from perla_jax import METRICS, Config, make_train, make_trainer
-from perla_jax.agents import Agents, estimate
+from perla_jax.agents import Agents
+from perla_jax.critics import make_critic
 from perla_jax.rollout import rollout
 
 TINY = dict(
@@ -102,8 +103,9 @@ def test_critic_time_chunk_changes_memory_not_results():
                          jax.random.PRNGKey(2), cfg.num_steps)
     results = []
     for chunk in (1, 2 * cfg.num_steps):
-        agents = Agents.build(cfg.replace(critic_time_chunk=chunk), trainer.env)
-        results.append(jax.jit(lambda traj: estimate(agents, state.actor.params, state.critic.params, traj,
-                                                      jax.random.PRNGKey(3)))(traj))
+        chunked = cfg.replace(critic_time_chunk=chunk)
+        critic = make_critic(chunked, trainer.env, Agents.build(chunked, trainer.env))
+        results.append(jax.jit(lambda traj: critic.estimate(state.actor.params, state.critic.params, traj,
+                                                             jax.random.PRNGKey(3)))(traj))
     for name in ("advantages", "targets", "old_predictions", "sample_variance"):
         np.testing.assert_allclose(getattr(results[0], name), getattr(results[1], name), rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxmarl.environments import spaces
 from jaxmarl.environments.multi_agent_env import MultiAgentEnv as JaxMARLEnv
 
-from perla_jax.envs import MultiAgentEnv
+from perla_jax.envs.base import MultiAgentEnv
 
 
 @chex.dataclass(frozen=True)

@@ -1,34 +1,17 @@
-"""Actor and critics (flax linen), with orthogonal initialisation as in JaxMARL's and PureJaxRL's PPO."""
+"""Discrete actions: the categorical actor (masked by the available actions) and PERLA's joint-action Q-critic."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import chex
+import distrax
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-from flax.linen.initializers import constant, orthogonal
+from flax.linen.initializers import orthogonal
 
-_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
-
-
-def _dense(features: int, scale: float = np.sqrt(2), use_bias: bool = True) -> nn.Dense:
-    return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=constant(0.0), use_bias=use_bias)
-
-
-class MLP(nn.Module):
-    hidden: Sequence[int]
-    out: int
-    out_scale: float
-    activation: str = "tanh"
-
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:
-        act = _ACTIVATIONS[self.activation]
-        for h in self.hidden:
-            x = act(_dense(h)(x))
-        return _dense(self.out, self.out_scale)(x)
+from perla_jax.networks.layers import ACTIVATIONS, MLP, dense
 
 
 class Actor(nn.Module):
@@ -41,17 +24,6 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: chex.Array) -> chex.Array:
         return MLP(self.hidden, self.num_actions, 0.01, self.activation)(obs)
-
-
-class VCritic(nn.Module):
-    """State-value critic: input ``[..., F]`` -> ``[...]``."""
-
-    hidden: Sequence[int]
-    activation: str = "tanh"
-
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:
-        return MLP(self.hidden, 1, 1.0, self.activation)(x)[..., 0]
 
 
 class QCritic(nn.Module):
@@ -77,17 +49,17 @@ class QCritic(nn.Module):
 
     def setup(self) -> None:
         j = self.action_layer
-        self.state_layers = [_dense(h) for h in self.hidden[: j + 1]]
+        self.state_layers = [dense(h) for h in self.hidden[: j + 1]]
         # The kernel of a bias-free dense layer on the others' one-hot actions, [N*A, H_j].
         self.action_kernel = self.param(
             "action_in", orthogonal(np.sqrt(2)), (self.num_agents * self.num_actions, self.hidden[j])
         )
-        self.post_layers = [_dense(h) for h in self.hidden[j + 1 :]]
-        self.out = _dense(self.num_actions, 1.0)
+        self.post_layers = [dense(h) for h in self.hidden[j + 1 :]]
+        self.out = dense(self.num_actions, 1.0)
 
     def encode(self, features: chex.Array) -> chex.Array:
         """``[..., F]`` -> the state part of the fusion layer's pre-activation ``[..., H_j]``."""
-        act = _ACTIVATIONS[self.activation]
+        act = ACTIVATIONS[self.activation]
         x = features
         for layer in self.state_layers[:-1]:
             x = act(layer(x))
@@ -102,7 +74,7 @@ class QCritic(nn.Module):
 
     def hidden_features(self, encoded: chex.Array, embedded: chex.Array) -> chex.Array:
         """``encoded``, ``embedded`` (broadcastable, ``[..., H_j]``) -> last hidden layer ``[..., H_L]``."""
-        act = _ACTIVATIONS[self.activation]
+        act = ACTIVATIONS[self.activation]
         x = act(encoded + embedded)
         for layer in self.post_layers:
             x = act(layer(x))
@@ -136,5 +108,11 @@ def others_one_hot(joint_actions: chex.Array, num_actions: int) -> chex.Array:
     return blanked.reshape(*blanked.shape[:-2], n * num_actions)
 
 
-def agent_ids(n: int) -> chex.Array:
-    return jnp.eye(n, dtype=jnp.float32)
+def masked_categorical(logits: chex.Array, avail: chex.Array | None) -> distrax.Categorical:
+    """Categorical over ``logits [..., A]`` in which unavailable actions (``avail [..., A]`` false) have
+    probability 0; ``avail=None``: every action is available."""
+    if avail is not None:
+        # The most negative finite logit rather than -inf: probabilities are exactly 0, yet log-probs,
+        # entropy and gradients stay finite (no inf - inf).
+        logits = jnp.where(avail, logits, jnp.finfo(logits.dtype).min)
+    return distrax.Categorical(logits=logits)

@@ -1,6 +1,6 @@
 """SMAX (JaxMARL's StarCraft Multi-Agent Challenge) against its built-in heuristic enemy.
 
-The learning agents are the allies. On top of ``envs.MultiAgentEnv`` SMAX brings three things:
+The learning agents are the allies. On top of ``envs.base.MultiAgentEnv`` SMAX brings three things:
 
 - the critic's global state is SMAX's own world state (every unit's health, position, cooldown and type,
   plus the teams and types), not the concatenated observations;
@@ -19,22 +19,14 @@ from typing import Any, Mapping
 import chex
 import jax.numpy as jnp
 import jaxmarl
-from jaxmarl.environments.smax import map_name_to_scenario
-from jaxmarl.environments.smax import smax_env
+from jaxmarl.environments.smax import map_name_to_scenario, smax_env
 
-from perla_jax.envs import MultiAgentEnv
+from perla_jax.envs.base import EnvFamily, MultiAgentEnv, check_spaces
 
 
 def map_names() -> tuple[str, ...]:
     """The maps of jaxmarl's scenario table (read each time: ``register_scenario`` may add some)."""
     return tuple(smax_env.MAP_NAME_TO_SCENARIO)
-
-
-def check_map_name(map_name: str) -> None:
-    if not map_name:
-        raise ValueError(f"map_name={map_name!r}: SMAX needs a map (--map): allowed are {', '.join(map_names())}")
-    if map_name not in map_names():
-        raise ValueError(f"map_name={map_name!r} is unknown: allowed are {', '.join(map_names())}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +58,20 @@ class SMAXEnv(MultiAgentEnv):
         return done & battle_end, done & ~battle_end, enemies_dead & ~allies_dead
 
 
-def make_smax(full_name: str, map_name: str, env_kwargs: Mapping[str, Any] | None) -> SMAXEnv:
-    kwargs = dict(env_kwargs or {})
+def make_smax(full_name: str, env_kwargs: Mapping[str, Any], map_name: str) -> SMAXEnv:
+    kwargs = dict(env_kwargs)
     if "scenario" in kwargs:
         raise ValueError("env_kwargs['scenario'] is refused for SMAX: choose the scenario with map_name (--map)")
     env = jaxmarl.make(full_name, scenario=map_name_to_scenario(map_name), **kwargs)
-    return SMAXEnv(name=full_name, env=env, map_name=map_name)
+    return check_spaces(full_name, SMAXEnv(name=full_name, env=env, map_name=map_name))
+
+
+FAMILY = EnvFamily(
+    name="smax",
+    envs=("HeuristicEnemySMAX",),
+    make=make_smax,
+    aliases={"smax": "HeuristicEnemySMAX"},
+    # JaxMARL's SMAX baselines and the PERLA paper's MAPPO are recurrent.
+    default_network="rnn",
+    maps=map_names,
+)

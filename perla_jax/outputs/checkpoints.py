@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import orbax.checkpoint as ocp
 
-from perla_jax.recording import COLUMNS
+from perla_jax.outputs.recording import COLUMNS
 
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("state", "meta")

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from perla_jax import recording
 from perla_jax.config import Config
-from perla_jax.train import METRICS
+from perla_jax.outputs import recording
+from perla_jax.types import METRICS
 
 PLOTTABLE = tuple(m for m in METRICS if m != "env_steps")
 FINAL_FRACTION = 0.1
@@ -175,8 +177,6 @@ def bootstrap_curve(
 def plot_runs(runs: Sequence[Run], out: str | Path, metric: str = "return", reps: int = 1000, seed: int = 0) -> Path:
     """Overlays the runs' mean ``metric`` over seeds with 95% bootstrap bands, against env steps, and
     writes the figure to ``out`` (format from its suffix)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     check_metric(metric)
     fig = Figure(figsize=(7.5, 4.5), dpi=100)

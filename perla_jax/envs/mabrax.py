@@ -4,7 +4,7 @@ Agents may differ in observation and action size (MABrax's halfcheetah_6x1 has 8
 observations): observations are zero-padded to the largest size, and actions live in ``[N, A]`` with
 ``A`` the largest action size and ``action_mask [N, A]`` marking each agent's real dimensions. The padded
 action dimensions are never sent to the environment (``step`` drops them), and the Gaussian policy leaves
-them out of its log-probability and entropy (see ``continuous.MaskedDiagNormal``).
+them out of its log-probability and entropy (see ``networks.continuous.MaskedDiagNormal``).
 
 Episode ends follow brax's ``EpisodeWrapper`` convention: ``done`` is set both when the body fails
 (termination, no bootstrap) and at the time limit, where ``info["truncation"]`` is 1 (bootstrap).
@@ -18,13 +18,10 @@ from typing import Any, Mapping
 import chex
 import jax
 import jax.numpy as jnp
+import jaxmarl
 import numpy as np
 
-from perla_jax.envs import EnvState, MultiAgentEnv, Transition
-
-# jaxmarl 0.2 names of the multi-agent MuJoCo (brax) scenarios.
-MABRAX = ("ant_4x2", "halfcheetah_6x1", "hopper_3x1", "walker2d_2x3", "humanoid_9|8")
-MABRAX_ALIASES = {"mabrax": "ant_4x2"}
+from perla_jax.envs.base import EnvFamily, MultiAgentEnv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,18 +91,27 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
         return jnp.stack([jnp.pad(per_agent[a], (0, self.obs_dim - per_agent[a].shape[0])) for a in self.agents])
 
 
-def make_mabrax_env(name: str, env_kwargs: Mapping[str, Any] | None = None) -> ContinuousMultiAgentEnv:
+def make_mabrax_env(name: str, env_kwargs: Mapping[str, Any], map_name: str = "") -> ContinuousMultiAgentEnv:
     """jaxmarl's MABrax scenario ``name`` with brax's own auto-reset off (this wrapper resets, keeping the
     final observation) and per-agent observations and actions (padding is done here, with a mask)."""
-    kwargs = dict(env_kwargs or {})
+    del map_name  # MABrax has no maps (the registry refuses one before this is called)
+    kwargs = dict(env_kwargs)
     for key, needed in (("auto_reset", False), ("homogenisation_method", None)):
         if kwargs.get(key, needed) != needed:
             raise ValueError(f"env_kwargs {key}={kwargs[key]!r} is not supported: allowed is {needed!r}")
     kwargs.update(auto_reset=False, homogenisation_method=None)
     try:
-        import brax  # noqa: F401  (jaxmarl imports it lazily; fail here with the install hint)
+        import brax  # noqa: F401  (optional dependency, imported by jaxmarl lazily; fail here with the install hint)
     except ImportError as err:
         raise ImportError(f'env={name!r} needs brax: pip install -e ".[mabrax]"') from err
-    import jaxmarl
-
     return ContinuousMultiAgentEnv(name=name, env=jaxmarl.make(name, **kwargs))
+
+
+FAMILY = EnvFamily(
+    name="mabrax",
+    # jaxmarl 0.2 names of the multi-agent MuJoCo (brax) scenarios.
+    envs=("ant_4x2", "halfcheetah_6x1", "hopper_3x1", "walker2d_2x3", "humanoid_9|8"),
+    make=make_mabrax_env,
+    aliases={"mabrax": "ant_4x2"},
+    continuous=True,
+)

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from perla_jax.config import Config
-from perla_jax.train import METRICS
+from perla_jax.types import METRICS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -146,8 +148,6 @@ def plot_learning_curve(run_dir: str | Path, cfg: Config | None = None) -> Path:
     """Draws ``learning_curve.png`` in ``run_dir`` from its ``metrics.csv``: the mean return over seeds
     (NaN returns ignored) with a shaded band of mean ± 1.96·std/sqrt(S) (see ``mean_ci``), against env
     steps. Uses matplotlib's Agg canvas directly, so no display or pyplot state is involved."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     run_dir = Path(run_dir)
     cfg = cfg or read_config(run_dir)

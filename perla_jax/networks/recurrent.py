@@ -1,7 +1,7 @@
 """Recurrent torsos (GRU) for ``Config.network = "rnn"``, and scanning them over rollout sequences.
 
 A recurrent network is a torso (dense embedding, activation, GRU cell) followed by the feed-forward head of
-``networks``: the torso's output replaces the raw input. Its hidden state is ``[..., N, H]`` (one per agent,
+``networks.discrete`` / ``networks.continuous``: the torso's output replaces the raw input. Its hidden state is ``[..., N, H]`` (one per agent,
 environment and seed) and is reset to zeros at the first step of every episode, as in JaxMARL's rnn baselines.
 The PERLA Q-critic keeps the recurrence in its state path only: the others' sampled actions enter after the
 GRU (``critic_action_layer="last"``), so the K samples of one step share one hidden state and the
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.initializers import constant, orthogonal
 
-from perla_jax.networks import _ACTIVATIONS
+from perla_jax.networks.layers import ACTIVATIONS
 
 StepFn = Callable[[chex.Array, chex.Array], tuple[chex.Array, chex.Array]]
 
@@ -34,7 +34,7 @@ class GRUTorso(nn.Module):
 
     @nn.compact
     def __call__(self, hidden: chex.Array, x: chex.Array) -> tuple[chex.Array, chex.Array]:
-        act = _ACTIVATIONS[self.activation]
+        act = ACTIVATIONS[self.activation]
         embedded = act(nn.Dense(self.width, kernel_init=orthogonal(2**0.5), bias_init=constant(0.0))(x))
         hidden, out = nn.GRUCell(self.width)(hidden, embedded)
         return hidden, out

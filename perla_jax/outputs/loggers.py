@@ -1,6 +1,6 @@
 """Optional experiment loggers (TensorBoard, Weights & Biases) fed once per compiled chunk.
 
-The CSV in the run folder (``perla_jax.recording``) is always written and stays the record of a run;
+The CSV in the run folder (``perla_jax.outputs.recording``) is always written and stays the record of a run;
 these loggers are for watching runs live. Each seed is its own run/series so that curves are never
 averaged or interleaved behind the researcher's back:
 
@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 import numpy as np
 
 from perla_jax.config import Config
-from perla_jax.train import METRICS
+from perla_jax.types import METRICS
 
 LOGGERS = ("tensorboard", "wandb")
 TB_DIR = "tb"

@@ -1,77 +1,40 @@
-"""Environments: name resolution, a truncation-aware auto-reset step, the critic's global state and the
-available actions (SMAX's specifics live in ``perla_jax.smax``).
+"""The base of every environment family: a jaxmarl environment seen as stacked arrays over agents, with a
+truncation-aware auto-reset step, the critic's global state and the available actions; and ``EnvFamily``,
+what a family module declares for the registry (``perla_jax.envs.registry``). Family modules import this
+module only.
 
-Axis convention used across the package: ``[T, E, N, ...]`` = time, environment, agent.
 Functions here act on one environment (no ``E`` axis); the trainer vmaps them over ``E``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import chex
 import jax
 import jax.numpy as jnp
-import jaxmarl
 from jaxmarl.environments import spaces
 
-ALIASES = {"mpe": "MPE_simple_spread_v3", "smax": "HeuristicEnemySMAX"}
-# Cooperative scenarios whose agents share observation and action spaces (and so one policy).
-SUPPORTED = ("MPE_simple_spread_v3", "MPE_simple_reference_v3", "MPE_simple_v3", "HeuristicEnemySMAX")
-SMAX_ENVS = ("HeuristicEnemySMAX",)
-REFUSED = {
-    "MPE_simple_speaker_listener_v4": "cooperative but its speaker and listener have different spaces",
-    "MPE_simple_tag_v3": "competitive (predators against prey)",
-    "MPE_simple_world_comm_v3": "competitive (predators against prey)",
-    "MPE_simple_adversary_v3": "competitive (an adversary against the agents)",
-    "MPE_simple_crypto_v3": "competitive (an eavesdropper against the speakers)",
-    "MPE_simple_push_v3": "competitive (an adversary against the agent)",
-}
+from perla_jax.types import EnvState, Transition
 
 
-def resolve_env_name(name: str) -> str:
-    """Maps an alias or full jaxmarl name to a supported jaxmarl name, or raises ValueError."""
-    from perla_jax.continuous_envs import MABRAX, MABRAX_ALIASES  # continuous (Box) action spaces
+@dataclasses.dataclass(frozen=True)
+class EnvFamily:
+    """What the registry needs to know of a family of environments; each family module defines one.
 
-    full = {**ALIASES, **MABRAX_ALIASES}.get(name, name)
-    if full in SUPPORTED or full in MABRAX:
-        return full
-    if full in REFUSED:
-        raise ValueError(f"env={name!r} is refused: {REFUSED[full]}; allowed are {_allowed()}")
-    raise ValueError(f"env={name!r} is unknown: allowed are {_allowed()}")
+    ``make(full_name, env_kwargs, map_name)`` builds a ``MultiAgentEnv``; ``maps()`` lists the maps of a family
+    that needs one (None: the family has no maps, and a map is refused).
+    """
 
-
-def _allowed() -> str:
-    from perla_jax.continuous_envs import MABRAX, MABRAX_ALIASES
-
-    aliases = {**ALIASES, **MABRAX_ALIASES}
-    return ", ".join([f"{a} (= {f})" for a, f in aliases.items()] + list(SUPPORTED) + list(MABRAX))
-
-
-@chex.dataclass(frozen=True)
-class EnvState:
-    """jaxmarl state plus the running episode statistics the trainer logs."""
-
-    inner: Any
-    episode_return: chex.Array  # [] team return so far (sum over time of the mean over agents)
-    episode_length: chex.Array  # []
-
-
-@chex.dataclass(frozen=True)
-class Transition:
-    """What one environment step returns, for one environment (``N`` = agents, ``O`` = obs size)."""
-
-    obs: chex.Array  # [N, O] observation to act on next (after an automatic reset)
-    final_obs: chex.Array  # [N, O] observation reached by the step (before any reset), for bootstrapping
-    reward: chex.Array  # [N]
-    terminated: chex.Array  # [] the episode ended in a terminal state: do not bootstrap
-    truncated: chex.Array  # [] the episode hit its time limit: bootstrap from final_obs
-    episode_return: chex.Array  # [] team return of the episode that ended here (0 if none)
-    episode_length: chex.Array  # []
-    final_state: chex.Array  # [S] critic's global state at final_obs
-    final_avail: chex.Array  # [N, A] bool, actions available at final_obs
-    won: chex.Array  # [] the episode ended here in a win (always False where the env has no wins)
+    name: str
+    envs: tuple[str, ...]  # jaxmarl names this family builds
+    make: Callable[[str, Mapping[str, Any], str], "MultiAgentEnv"]
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # short name -> jaxmarl name
+    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)  # jaxmarl name -> why it is refused
+    default_network: str = "ff"  # what Config.network="" resolves to
+    continuous: bool = False  # Box actions (recurrent policies are discrete-only)
+    maps: Callable[[], tuple[str, ...]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +43,8 @@ class MultiAgentEnv:
 
     name: str
     env: Any
+
+    continuous = False  # Box action spaces (see perla_jax.envs.mabrax)
 
     @property
     def agents(self) -> list[str]:
@@ -174,34 +139,8 @@ class MultiAgentEnv:
         return jnp.stack([per_agent[a] for a in self.agents])
 
 
-def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: str = "") -> MultiAgentEnv:
-    """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the SMAX map (SMAX only)."""
-    full = resolve_env_name(name)
-    check_map(name, map_name)
-    from perla_jax.continuous_envs import MABRAX, make_mabrax_env
-
-    if full in MABRAX:
-        return make_mabrax_env(full, env_kwargs)
-    if full in SMAX_ENVS:
-        from perla_jax.smax import make_smax  # local: smax subclasses MultiAgentEnv
-
-        return _check_spaces(name, make_smax(full, map_name, env_kwargs))
-    return _check_spaces(name, MultiAgentEnv(name=full, env=jaxmarl.make(full, **dict(env_kwargs or {}))))
-
-
-def check_map(name: str, map_name: str) -> None:
-    """A map is required by SMAX and refused elsewhere; ``name`` is an alias or jaxmarl name."""
-    full = resolve_env_name(name)
-    if full not in SMAX_ENVS:
-        if map_name:
-            raise ValueError(f"map_name={map_name!r} is refused for env={name!r}: maps exist only for SMAX (env=smax)")
-        return
-    from perla_jax.smax import check_map_name
-
-    check_map_name(map_name)
-
-
-def _check_spaces(name: str, menv: MultiAgentEnv) -> MultiAgentEnv:
+def check_spaces(name: str, menv: MultiAgentEnv) -> MultiAgentEnv:
+    """``menv`` if its agents share Discrete action spaces and observation shapes, else ValueError."""
     env = menv.env
     first = env.agents[0]
     for agent in env.agents:

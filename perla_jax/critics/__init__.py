@@ -1,0 +1,34 @@
+"""Critic kinds behind one interface (``base.Critic``), chosen by ``make_critic``."""
+
+from __future__ import annotations
+
+from perla_jax.agents import Agents
+from perla_jax.config import Config
+from perla_jax.critics.base import Critic
+from perla_jax.critics.continuous_q import ContinuousQCritic
+from perla_jax.critics.discrete_q import DiscreteQCritic
+from perla_jax.critics.inputs import CriticInputs
+from perla_jax.critics.value import ValueCritic
+from perla_jax.networks.recurrent import GRUTorso
+
+# (AlgoSpec.critic, continuous actions) -> critic kind
+CRITIC_KINDS = {
+    ("v", False): ValueCritic,
+    ("v", True): ValueCritic,
+    ("q", False): DiscreteQCritic,
+    ("q", True): ContinuousQCritic,
+}
+
+
+def make_critic(cfg: Config, env, agents: Agents) -> Critic:
+    """The critic of ``cfg.algo`` for ``env``'s action kind, with the state path (features, GRU torso) of
+    ``cfg.network``: a recurrent torso takes the first hidden width, the head the remaining layers."""
+    recurrent = cfg.network == "rnn"
+    torso = GRUTorso(cfg.critic_hidden[0], cfg.activation) if recurrent else None
+    inputs = CriticInputs(cfg.algo_spec, env.num_agents, env.obs_dim, env.state_dim, torso)
+    head_hidden = cfg.critic_hidden[1:] if recurrent else cfg.critic_hidden
+    kind = CRITIC_KINDS[(cfg.algo_spec.critic, env.continuous)]
+    return kind.build(cfg, inputs, head_hidden, agents)
+
+
+__all__ = ["CRITIC_KINDS", "ContinuousQCritic", "Critic", "CriticInputs", "DiscreteQCritic", "ValueCritic", "make_critic"]

@@ -1,0 +1,111 @@
+"""PERLA's joint-action critic for Box actions: Q(s, a_i, a_-i) on real vectors, marginalised over K joint
+samples of the others' Gaussians; V^_i(s) = E_{a_i ~ pi_i} Q^_i(s, a_i) is estimated with M own-action
+samples crossed with the same K joint samples (M*K critic values per agent-step; unbiased).
+
+Shapes: ``[..., N, A]`` actions (A = the largest action size, padded dims masked), ``K`` samples of the
+others' joint action, ``M`` samples of the own action.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues
+from perla_jax.agents import Agents
+from perla_jax.config import Config
+from perla_jax.critics.base import lambda_returns_of
+from perla_jax.critics.inputs import CriticInputs
+from perla_jax.networks.continuous import ContinuousQNetwork
+from perla_jax.types import Batch, CriticEstimates, Trajectory
+
+
+def marginal_q_samples(
+    critic: ContinuousQNetwork,
+    params: chex.ArrayTree,
+    features: chex.Array,
+    joint_samples: chex.Array,
+    own_actions: chex.Array,
+) -> chex.Array:
+    """Q(s, a_i^(m), a_-i^(k)) for every agent, own sample and joint sample: ``[..., N, M, K]``.
+
+    Args:
+      features: ``[..., N, F]`` each agent's critic input.
+      joint_samples: ``[..., K, N, A]`` joint actions; agent i's own slot is replaced by its own action.
+      own_actions: ``[..., N, M, A]`` M own actions per agent.
+    """
+    encoded = critic.apply(params, features, method=ContinuousQNetwork.encode)  # [..., N, H]
+    rows = critic.apply(params, joint_samples, method=ContinuousQNetwork.action_rows)  # [..., K, N, H]
+    others = jnp.swapaxes(rows.sum(axis=-2, keepdims=True) - rows, -3, -2)  # [..., N, K, H] slot i removed
+    own = critic.apply(params, jnp.swapaxes(own_actions, -3, -2), method=ContinuousQNetwork.action_rows)
+    own = jnp.swapaxes(own, -3, -2)  # [..., N, M, H]: agent i's action through slot i's block
+    pre = encoded[..., :, None, None, :] + own[..., :, :, None, :] + others[..., :, None, :, :]
+    return critic.apply(params, pre, method=ContinuousQNetwork.head)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinuousQCritic:
+    cfg: Config
+    network: ContinuousQNetwork
+    inputs: CriticInputs
+    agents: Agents  # the policies the K joint samples and M own samples come from
+
+    @classmethod
+    def build(cls, cfg: Config, inputs: CriticInputs, head_hidden: tuple[int, ...], agents: Agents) -> "ContinuousQCritic":
+        network = ContinuousQNetwork(agents.num_agents, agents.head.module.action_dim, head_hidden, cfg.activation)
+        return cls(cfg, network, inputs, agents)
+
+    def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
+        n, a = self.network.num_agents, self.network.action_dim
+        return self.inputs.init(key, lambda k, x: self.network.init(k, x, jnp.zeros((n, n, a))))
+
+    def sample_own(self, key: chex.PRNGKey, policy) -> chex.Array:
+        """M own actions per agent ``[..., N, M, A]`` (M = ``cfg.own_action_samples``)."""
+        return jnp.moveaxis(policy.sample(seed=key, sample_shape=(self.cfg.own_action_samples,)), 0, -2)
+
+    def q_samples(self, params, obs: chex.Array, state: chex.Array, joint_samples: chex.Array, own_actions: chex.Array):
+        """Per-sample critic values ``[..., N, M, K]`` (see ``marginal_q_samples``); ``state [..., S]``."""
+        return marginal_q_samples(self.network, params, self.inputs.features(obs, state), joint_samples, own_actions)
+
+    def q_taken(self, params, obs: chex.Array, state: chex.Array, joint_samples: chex.Array, actions: chex.Array):
+        """Q^_i(s, a_i) at the actions ``[..., N, A]`` over the K samples ``[..., K, N, A]``: ``[..., N]``."""
+        return self.q_samples(params, obs, state, joint_samples, actions[..., None, :])[..., 0, :].mean(axis=-1)
+
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None):
+        """For each step the critic is evaluated at the taken action and at M fresh own actions, against the same
+        K joint samples: Q^_i(s, a_i) is the mean over K at the taken action, V^_i(s) the mean over M and K.
+        Feed-forward only (Config refuses rnn with Box actions), so the hidden states are unused."""
+        del actor_hidden, critic_hidden
+        cfg, agents = self.cfg, self.agents
+        both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)  # [2T, E, N, O]
+        states = jnp.concatenate([traj.state, traj.final_state], axis=0)  # [2T, E, S]
+        t = traj.obs.shape[0]
+        key_others, key_own = jax.random.split(key)
+        policy = agents.policy(actor_params, both)
+        samples_both = agents.sample_others(key_others, policy)  # [2T, E, K, N, A]
+        # Own actions: the taken one first (the final observations have none; theirs is unused), then M draws.
+        taken = jnp.concatenate([traj.action, traj.action], axis=0)[..., None, :]  # [2T, E, N, 1, A]
+        own_both = jnp.concatenate([taken, self.sample_own(key_own, policy)], axis=-2)  # [2T, E, N, 1+M, A]
+        per_sample = jax.lax.map(
+            lambda x: self.q_samples(critic_params, *x),
+            (both, states, samples_both, own_both),
+            batch_size=min(cfg.critic_time_chunk, 2 * t),
+        )  # [2T, E, N, 1+M, K]
+        q_taken = jnp.split(per_sample[..., 0, :].mean(axis=-1), [t])[0]  # Q^_i(s, a_i) [T, E, N]
+        v_now, v_final = jnp.split(per_sample[..., 1:, :].mean(axis=(-2, -1)), [t])  # V^_i(s) [T, E, N]
+        values = MarginalValues(q_taken=q_taken, v_now=v_now, v_final=v_final, ended=traj.terminated | traj.truncated)
+        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, lambda_returns_of(cfg, traj))
+        return CriticEstimates(
+            advantages=advantages,
+            targets=returns,
+            old_predictions=q_taken,
+            joint_samples=samples_both[:t],
+            sample_variance=per_sample[:t, ..., 0, :].var(axis=-1),
+        )
+
+    def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
+        del start_hidden  # feed-forward only
+        return self.q_taken(params, mb.obs, mb.state, mb.joint_samples, mb.action)

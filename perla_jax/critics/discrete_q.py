@@ -1,0 +1,80 @@
+"""PERLA's joint-action critic for discrete actions: Q(s, a_i, a_-i) with one output per own action,
+marginalised over K joint samples of the others' actions from their current policies."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, expected_value, take_action
+from perla_jax.agents import Agents
+from perla_jax.config import Config
+from perla_jax.critics.base import lambda_returns_of, or_default, rollout_lead
+from perla_jax.critics.inputs import CriticInputs
+from perla_jax.marginalisation import marginal_q_head
+from perla_jax.networks.discrete import QCritic
+from perla_jax.types import Batch, CriticEstimates, Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteQCritic:
+    cfg: Config
+    network: QCritic
+    inputs: CriticInputs
+    agents: Agents  # the policies the K joint samples come from
+
+    @classmethod
+    def build(cls, cfg: Config, inputs: CriticInputs, head_hidden: tuple[int, ...], agents: Agents) -> "DiscreteQCritic":
+        action_layer = 0 if cfg.critic_action_layer == "first" else len(head_hidden) - 1
+        num_actions = agents.head.module.num_actions
+        network = QCritic(agents.num_agents, num_actions, head_hidden, cfg.activation, action_layer)
+        return cls(cfg, network, inputs, agents)
+
+    def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
+        n = self.inputs.num_agents
+        return self.inputs.init(key, lambda k, x: self.network.init(k, x, jnp.zeros((n,), jnp.int32)))
+
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None):
+        cfg, lead, t = self.cfg, rollout_lead(traj), traj.obs.shape[0]
+        actor_hidden = or_default(actor_hidden, self.agents.initial_actor_hidden(lead))
+        critic_hidden = or_default(critic_hidden, self.inputs.initial_hidden(lead))
+        # The states acted in and the states reached (before any reset) go through the critic as one batch.
+        head, inputs_both, critic_last = self.inputs.rollout(critic_params, critic_hidden, traj)  # [2T, E, N, F']
+        # Masked policies: the others' samples and the expectations over own actions skip unavailable ones.
+        policy = self.agents.rollout_policy(actor_params, actor_hidden, traj)  # [2T, E, N]
+        probs_now, probs_final = jnp.split(policy.probs, [t])
+        samples_both = self.agents.sample_others(key, policy)  # [2T, E, K, N]
+        # The final observations have no action; any action works for their (unused) variance.
+        actions_both = jnp.concatenate([traj.action, traj.action], axis=0)  # [2T, E, N]
+        # Time chunks bound the peak memory of the [2T, E, N, K, H] per-sample critic batch.
+        q_both, q_var_both = jax.lax.map(
+            lambda x: marginal_q_head(self.network, head, *x),
+            (inputs_both, samples_both, actions_both),
+            batch_size=min(cfg.critic_time_chunk, 2 * t),
+        )  # [2T, E, N, A], [2T, E, N]
+        (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]
+        q_taken = take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
+        values = MarginalValues(
+            q_taken=q_taken,
+            v_now=expected_value(q_now, probs_now),  # V^_i(s_t)
+            v_final=expected_value(q_final, probs_final),  # V^_i(s'_t), s' before any reset
+            ended=traj.terminated | traj.truncated,
+        )
+        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, lambda_returns_of(cfg, traj))
+        return CriticEstimates(
+            advantages=advantages,
+            targets=returns,
+            old_predictions=q_taken,
+            joint_samples=samples_both[:t],  # [T, E, K, N]
+            sample_variance=q_var,
+            critic_hidden=critic_last,
+        )
+
+    def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
+        # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
+        head, inputs = self.inputs.sequence(params, start_hidden, mb.obs, mb.state, mb.first)
+        q_hat, _ = marginal_q_head(self.network, head, inputs, mb.joint_samples)
+        return take_action(q_hat, mb.action)

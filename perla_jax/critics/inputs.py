@@ -1,0 +1,83 @@
+"""What every critic sees: per-agent input features (global state or own observation, agent id) and, for
+``network="rnn"``, a GRU torso in front of the critic's head. Each critic kind composes one of these."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from perla_jax.agents import broadcast_ids
+from perla_jax.algos import AlgoSpec
+from perla_jax.networks.recurrent import GRUTorso, scan_sequence, step_after
+from perla_jax.types import Trajectory
+
+HeadInit = Callable[[chex.PRNGKey, chex.Array], chex.ArrayTree]
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticInputs:
+    """The state path of a critic: features, then (recurrent) the GRU torso. Head parameters are
+    ``params`` (feed-forward) or ``params["head"]`` beside ``params["torso"]`` (recurrent)."""
+
+    spec: AlgoSpec
+    num_agents: int
+    obs_dim: int
+    state_dim: int
+    torso: GRUTorso | None = None
+
+    @property
+    def recurrent(self) -> bool:
+        return self.torso is not None
+
+    def features(self, obs: chex.Array, state: chex.Array) -> chex.Array:
+        """Observations ``[..., N, O]`` and global state ``[..., S]`` -> per-agent critic input ``[..., N, F]``."""
+        if self.spec.centralised:
+            base = jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1]))
+        else:
+            base = obs
+        if not self.spec.agent_id_in_critic:
+            return base
+        return jnp.concatenate([base, broadcast_ids(obs, self.num_agents)], axis=-1)
+
+    def initial_hidden(self, lead: tuple[int, ...]) -> chex.Array | None:
+        return None if not self.recurrent else jnp.zeros((*lead, self.num_agents, self.torso.width))
+
+    def init(self, key: chex.PRNGKey, init_head: HeadInit) -> chex.ArrayTree:
+        """Critic parameters; ``init_head(key, head_input [N, F'])`` initialises the head."""
+        features = self.features(jnp.zeros((self.num_agents, self.obs_dim)), jnp.zeros((self.state_dim,)))
+        if not self.recurrent:
+            return init_head(key, features)
+        k_torso, k_head = jax.random.split(key)
+        hidden = jnp.zeros((self.num_agents, self.torso.width))
+        torso = self.torso.init(k_torso, hidden, features)
+        return {"torso": torso, "head": init_head(k_head, hidden)}
+
+    def _torso_step(self, params: chex.ArrayTree):
+        return lambda hidden, x: self.torso.apply(params["torso"], hidden, x)
+
+    def sequence(
+        self, params: chex.ArrayTree, hidden0: chex.Array | None, obs: chex.Array, state: chex.Array, first: chex.Array
+    ) -> tuple[chex.ArrayTree, chex.Array]:
+        """(head parameters, the head's input ``[T, ..., N, F']``) along sequences from ``hidden0 [..., N, H]``.
+        Feed-forward: the parameters and ``features`` unchanged (any leading axes); recurrent: the GRU's outputs."""
+        if not self.recurrent:
+            return params, self.features(obs, state)
+        _, out = scan_sequence(self._torso_step(params), hidden0, self.features(obs, state), first)
+        return params["head"], out
+
+    def rollout(
+        self, params: chex.ArrayTree, hidden0: chex.Array | None, traj: Trajectory
+    ) -> tuple[chex.ArrayTree, chex.Array, chex.Array | None]:
+        """(head parameters, head input ``[2T, E, N, F']`` at a rollout's states then at the states each step
+        reached, the hidden state after the rollout ``[E, N, H]`` or None)."""
+        now = self.features(traj.obs, traj.state)
+        final = self.features(traj.final_obs, traj.final_state)
+        if not self.recurrent:
+            return params, jnp.concatenate([now, final], axis=0), hidden0
+        step = self._torso_step(params)
+        last, out = scan_sequence(step, hidden0, now, traj.first)
+        return params["head"], jnp.concatenate([out, step_after(step, out, final)], axis=0), last

@@ -1,0 +1,56 @@
+"""State-value critic V(s) (MAPPO) or V(o_i) (IPPO), for discrete and continuous actions alike."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax.numpy as jnp
+
+from perla_jax.advantages import gae, next_step_values
+from perla_jax.config import Config
+from perla_jax.critics.base import or_default, rollout_lead
+from perla_jax.critics.inputs import CriticInputs
+from perla_jax.networks.layers import VCritic
+from perla_jax.types import Batch, CriticEstimates, Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueCritic:
+    cfg: Config
+    network: VCritic
+    inputs: CriticInputs
+
+    @classmethod
+    def build(cls, cfg: Config, inputs: CriticInputs, head_hidden: tuple[int, ...], agents) -> "ValueCritic":
+        del agents  # a value critic needs no policy
+        return cls(cfg, VCritic(head_hidden, cfg.activation), inputs)
+
+    def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
+        return self.inputs.init(key, self.network.init)
+
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None):
+        del actor_params, key, actor_hidden
+        hidden0 = or_default(critic_hidden, self.inputs.initial_hidden(rollout_lead(traj)))
+        t = traj.obs.shape[0]
+        head, inputs_both, critic_last = self.inputs.rollout(critic_params, hidden0, traj)  # [2T, E, N, F']
+        values, final_values = jnp.split(self.network.apply(head, inputs_both), [t])
+        ended = traj.terminated | traj.truncated  # [T, E]
+        next_values = next_step_values(values, final_values, ended)
+        advantages, returns = gae(
+            traj.reward, values, next_values, traj.terminated[..., None], ended[..., None], self.cfg.gamma,
+            self.cfg.gae_lambda,
+        )
+        return CriticEstimates(
+            advantages=advantages,
+            targets=returns,
+            old_predictions=values,
+            joint_samples=None,
+            sample_variance=jnp.zeros_like(values),
+            critic_hidden=critic_last,
+        )
+
+    def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
+        head, inputs = self.inputs.sequence(params, start_hidden, mb.obs, mb.state, mb.first)
+        return self.network.apply(head, inputs)
+

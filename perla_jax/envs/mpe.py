@@ -1,0 +1,34 @@
+"""MPE (JaxMARL's multi-particle environments): the cooperative scenarios whose agents share spaces.
+
+The base ``MultiAgentEnv`` is MPE's behaviour: the critic's global state is the concatenated observations,
+every action is available, and episodes end only at the time limit (a truncation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jaxmarl
+
+from perla_jax.envs.base import EnvFamily, MultiAgentEnv, check_spaces
+
+
+def make_mpe(full_name: str, env_kwargs: Mapping[str, Any], map_name: str) -> MultiAgentEnv:
+    del map_name  # MPE has no maps (the registry refuses one before this is called)
+    return check_spaces(full_name, MultiAgentEnv(name=full_name, env=jaxmarl.make(full_name, **dict(env_kwargs))))
+
+
+FAMILY = EnvFamily(
+    name="mpe",
+    envs=("MPE_simple_spread_v3", "MPE_simple_reference_v3", "MPE_simple_v3"),
+    make=make_mpe,
+    aliases={"mpe": "MPE_simple_spread_v3"},
+    refused={
+        "MPE_simple_speaker_listener_v4": "cooperative but its speaker and listener have different spaces",
+        "MPE_simple_tag_v3": "competitive (predators against prey)",
+        "MPE_simple_world_comm_v3": "competitive (predators against prey)",
+        "MPE_simple_adversary_v3": "competitive (an adversary against the agents)",
+        "MPE_simple_crypto_v3": "competitive (an eavesdropper against the speakers)",
+        "MPE_simple_push_v3": "competitive (an adversary against the agent)",
+    },
+)

@@ -1,0 +1,61 @@
+"""Names to environments: every family module declares an ``EnvFamily``, and ``FAMILIES`` lists them.
+
+Adding a family is one module (subclass ``MultiAgentEnv`` where the base does not fit, declare ``FAMILY``)
+and one line in ``FAMILIES``; see CONTRIBUTING.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from perla_jax.envs.base import EnvFamily, MultiAgentEnv
+from perla_jax.envs.mabrax import FAMILY as MABRAX
+from perla_jax.envs.mpe import FAMILY as MPE
+from perla_jax.envs.smax import FAMILY as SMAX
+
+FAMILIES: tuple[EnvFamily, ...] = (MPE, SMAX, MABRAX)
+
+ALIASES: dict[str, str] = {alias: full for family in FAMILIES for alias, full in family.aliases.items()}
+SUPPORTED: tuple[str, ...] = tuple(name for family in FAMILIES for name in family.envs)
+REFUSED: dict[str, str] = {name: why for family in FAMILIES for name, why in family.refused.items()}
+
+
+def resolve_env_name(name: str) -> str:
+    """Maps an alias or full jaxmarl name to a supported jaxmarl name, or raises ValueError."""
+    full = ALIASES.get(name, name)
+    if full in SUPPORTED:
+        return full
+    if full in REFUSED:
+        raise ValueError(f"env={name!r} is refused: {REFUSED[full]}; allowed are {_allowed()}")
+    raise ValueError(f"env={name!r} is unknown: allowed are {_allowed()}")
+
+
+def env_family(name: str) -> EnvFamily:
+    """The family of the env ``name`` (alias or jaxmarl name); ValueError for an unknown or refused name."""
+    full = resolve_env_name(name)
+    return next(family for family in FAMILIES if full in family.envs)
+
+
+def check_map(name: str, map_name: str) -> None:
+    """A family with maps needs one of them; a map given to any other family is refused."""
+    family = env_family(name)
+    if family.maps is None:
+        if map_name:
+            with_maps = ", ".join(f"env={f.name}" for f in FAMILIES if f.maps is not None)
+            raise ValueError(f"map_name={map_name!r} is refused for env={name!r}: maps exist only for {with_maps}")
+        return
+    allowed = ", ".join(family.maps())
+    if not map_name:
+        raise ValueError(f"map_name={map_name!r}: {family.name.upper()} needs a map (--map): allowed are {allowed}")
+    if map_name not in family.maps():
+        raise ValueError(f"map_name={map_name!r} is unknown: allowed are {allowed}")
+
+
+def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: str = "") -> MultiAgentEnv:
+    """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the map where the family has maps."""
+    check_map(name, map_name)
+    return env_family(name).make(resolve_env_name(name), dict(env_kwargs or {}), map_name)
+
+
+def _allowed() -> str:
+    return ", ".join([f"{a} (= {f})" for a, f in ALIASES.items()] + list(SUPPORTED))

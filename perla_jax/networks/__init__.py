@@ -1,0 +1,1 @@
+"""Networks: shared layers, discrete and continuous heads, recurrent torsos."""

@@ -1,0 +1,47 @@
+"""Layers shared by every network: orthogonally initialised dense layers (as in JaxMARL's and PureJaxRL's PPO),
+the MLP, the state-value head and one-hot agent ids."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import chex
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from flax.linen.initializers import constant, orthogonal
+
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+
+
+def dense(features: int, scale: float = np.sqrt(2), use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=constant(0.0), use_bias=use_bias)
+
+
+class MLP(nn.Module):
+    hidden: Sequence[int]
+    out: int
+    out_scale: float
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        act = ACTIVATIONS[self.activation]
+        for h in self.hidden:
+            x = act(dense(h)(x))
+        return dense(self.out, self.out_scale)(x)
+
+
+class VCritic(nn.Module):
+    """State-value critic: input ``[..., F]`` -> ``[...]``."""
+
+    hidden: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        return MLP(self.hidden, 1, 1.0, self.activation)(x)[..., 0]
+
+
+def agent_ids(n: int) -> chex.Array:
+    return jnp.eye(n, dtype=jnp.float32)
