@@ -22,128 +22,23 @@ import functools
 import json
 import signal
 import sys
-import threading
 import time
 import typing
 from pathlib import Path
 
 import jax
-from tqdm.auto import tqdm
 
 from perla_jax import Config, checkpoints, make_trainer, recording
-from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS
-from perla_jax.envs.registry import ALIASES, SUPPORTED
+from perla_jax.cli import HelpFormatter, add_config_options, config_from_args
 from perla_jax.evaluation import PERIODIC_FILE, append_periodic, make_evaluator
+from perla_jax.outputs import divergence
+from perla_jax.outputs.divergence import EXIT_CODE as DIVERGED_EXIT
+from perla_jax.outputs.divergence import ON_DIVERGENCE
 from perla_jax.outputs.loggers import LOGGERS, make_loggers, parse_kinds
+from perla_jax.outputs.progress import Progress, StopRequest
 from perla_jax.sharding import maybe_initialize_distributed, seed_sharding, shard_seeds, to_host
 
-OPTION_NAMES = {"num_seeds": "seeds", "map_name": "map"}  # field -> option name where it differs from the field's
-CHOICES = {
-    "algo": ALGOS,
-    "advantage": ADVANTAGES,
-    "activation": ACTIVATIONS,
-    "critic_action_layer": CRITIC_ACTION_LAYERS,
-}
 TARGET_CALLS = 50
-HELP = {  # one line per Config field; a field missing here still gets an option
-    "env": "environment: "
-    + ", ".join(f"{alias} (= {full})" for alias, full in ALIASES.items())
-    + ", or a supported jaxmarl name: "
-    + ", ".join(SUPPORTED),
-    "env_kwargs": "keyword arguments for the environment, as a JSON object",
-    "map_name": "SMAX map from jaxmarl's scenario table, e.g. 3m, 2s3z (required with --env smax; none elsewhere)",
-    "algo": "algorithm",
-    "advantage": "advantage estimator",
-    "k": "joint-action samples K for the marginalised critic",
-    "num_envs": "parallel environments per seed",
-    "num_steps": "rollout length per update",
-    "total_timesteps": "env transitions per seed, summed over environments; 2e6 style accepted",
-    "update_epochs": "PPO epochs per update",
-    "num_minibatches": "minibatches per epoch (must divide num_envs*num_steps)",
-    "actor_lr": "actor learning rate",
-    "critic_lr": "critic learning rate",
-    "anneal_lr": "anneal learning rates linearly to 0",
-    "gamma": "discount factor",
-    "gae_lambda": "GAE lambda",
-    "clip_eps": "PPO clip range (also clips the value loss)",
-    "ent_coef": "entropy bonus coefficient",
-    "vf_coef": "value loss coefficient",
-    "max_grad_norm": "global gradient-norm clip",
-    "actor_hidden": "actor hidden layer sizes, comma-separated",
-    "critic_hidden": "critic hidden layer sizes, comma-separated",
-    "critic_action_layer": "Q-critic hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
-    "activation": "hidden-layer activation",
-    "network": "ff (MLPs) or rnn (GRU after the first layer; sequence minibatches); default: rnn on SMAX, ff elsewhere",
-    "actor_agent_id": "append a one-hot agent id to actor observations",
-    "share_actor": "one actor network shared by all agents",
-    "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",
-    "eval_every": "evaluate greedy policies every this many updates into eval.csv (0: off)",
-    "eval_episodes": "episodes per seed of each periodic evaluation",
-    "own_action_samples": "M own-action samples for PERLA's V^(s) on continuous actions (MABrax), >= 1",
-    "num_seeds": "seeds trained in parallel (vmap)",
-    "seed": "base PRNG seed; seed i uses split(PRNGKey(seed), seeds)[i]",
-}
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every default except None (whose meaning the option's help spells out)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def option_name(field: str) -> str:
-    """``total_timesteps`` -> ``--total-timesteps`` (``num_seeds`` -> ``--seeds``)."""
-    return "--" + OPTION_NAMES.get(field, field).replace("_", "-")
-
-
-def whole_number(text: str) -> int | float:
-    """An int from ``"2000000"`` or ``"2e6"``; non-whole floats pass through for Config to refuse."""
-    try:
-        return int(text)
-    except ValueError:
-        value = float(text)  # ValueError here becomes argparse's "invalid whole_number value"
-        return int(value) if value.is_integer() else value
-
-
-def int_tuple(text: str) -> tuple[int, ...]:
-    """``"64,64"`` -> ``(64, 64)``."""
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers, e.g. 64,64") from None
-
-
-def json_object(text: str) -> dict:
-    """A JSON object such as ``'{"max_steps": 50}'``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({e.msg})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
-    return value
-
-
-def _add_field(group: argparse._ArgumentGroup, field: dataclasses.Field, hint) -> argparse.Action:
-    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-    flag, kw = option_name(field.name), {"dest": field.name, "help": HELP.get(field.name, field.name)}
-    if hint is bool:
-        return group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kw)
-    if field.name == "total_timesteps":
-        kw.update(type=whole_number, default=default, metavar="N")
-    elif hint in (int, float, str):
-        kw.update(type=hint, default=default)
-    elif typing.get_origin(hint) is tuple:
-        # A string default is parsed by ``type`` too, so help shows 64,64 and the value is a tuple.
-        kw.update(type=int_tuple, default=",".join(map(str, default)), metavar="H1,H2,...")
-    else:  # Mapping[str, Any]
-        kw.update(type=json_object, default=json.dumps(default), metavar="JSON")
-    if field.name in CHOICES:
-        kw["metavar"] = "{" + ",".join(CHOICES[field.name]) + "}"
-    return group.add_argument(flag, **kw)
-
-
 
 
 def build_parser(config_defaults: bool = True) -> argparse.ArgumentParser:
@@ -153,14 +48,9 @@ def build_parser(config_defaults: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Train PERLA/MAPPO/IPPO on a cooperative MPE task and record the run.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    group = parser.add_argument_group("config (perla_jax.Config fields)")
-    hints = typing.get_type_hints(Config)
-    for field in dataclasses.fields(Config):
-        action = _add_field(group, field, hints[field.name])
-        if not config_defaults:
-            action.default = None  # no Config field accepts None, so None means "not given"
+    add_config_options(parser, config_defaults)
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<env>-<algo>-k<K>-<time>)")
     run.add_argument(
@@ -180,6 +70,9 @@ def build_parser(config_defaults: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="newest checkpoints kept")
     run.add_argument("--keep-every", type=int, default=None, metavar="UPDATES",
                      help="also keep every checkpoint whose update count is a multiple of UPDATES")
+    run.add_argument("--on-divergence", choices=ON_DIVERGENCE, default="stop",
+                     help="a seed whose parameters or losses become non-finite: stop the run (exit status "
+                     f"{DIVERGED_EXIT}, its newest checkpoint finite), or freeze that seed and go on with the others")
     return parser
 
 
@@ -199,6 +92,10 @@ class Plan(typing.NamedTuple):
     start: int  # updates already done (the checkpoint to restore; 0 = start afresh)
     sharding: typing.Any = None  # of the seed axis over devices; None on one device
     log_kinds: tuple[str, ...] = ()  # extra loggers (perla_jax.outputs.loggers)
+    on_divergence: str = "stop"
+    # Multi-host: only process 0 writes run outputs (config, metrics.csv, eval.csv, logs, plots, messages);
+    # orbax coordinates the checkpoints of all processes itself.
+    writer: bool = True
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -213,9 +110,11 @@ def main(argv: list[str] | None = None) -> Path:
         log_kinds = parse_kinds(args.log)
     except ValueError as e:
         parser.error(str(e))
-    plan = _resume_plan(parser, args, argv) if args.resume is not None else _fresh_plan(parser, args)
+    writer = jax.process_index() == 0
+    plan = _resume_plan(parser, args, argv, writer) if args.resume is not None else _fresh_plan(parser, args, writer)
     try:
-        plan = plan._replace(sharding=seed_sharding(plan.cfg.num_seeds), log_kinds=log_kinds)
+        plan = plan._replace(sharding=seed_sharding(plan.cfg.num_seeds), log_kinds=log_kinds,
+                             on_divergence=args.on_divergence)
     except ValueError as e:
         parser.error(str(e))
     manager = checkpoints.open_manager(plan.out, args.keep_checkpoints, args.keep_every)
@@ -225,9 +124,9 @@ def main(argv: list[str] | None = None) -> Path:
         manager.close()
 
 
-def _fresh_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan:
+def _fresh_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, writer: bool) -> Plan:
     try:
-        cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+        cfg = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
     chunk = choose_chunk_size(cfg.num_updates) if args.chunk_size is None else args.chunk_size
@@ -238,11 +137,14 @@ def _fresh_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pl
         if (out / name).exists():
             parser.error(f"out={str(out)!r} already holds {name}: choose a new folder, or --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
-    recording.write_config(out, cfg)
-    return Plan(cfg, out, chunk, 0)
+    if writer:
+        recording.write_config(out, cfg)
+    return Plan(cfg, out, chunk, 0, writer=writer)
 
 
-def _resume_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> Plan:
+def _resume_plan(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, writer: bool
+) -> Plan:
     """Everything ``--resume`` checks happens here, before anything compiles."""
     out: Path = args.resume
     if args.out is not None:
@@ -276,12 +178,12 @@ def _resume_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
         parser.error(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={stored.num_updates}")
     try:
         # Last: it rewrites metrics.csv, which only a resume that goes ahead may do.
-        dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds)
+        dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds) if writer else 0
     except ValueError as e:
         parser.error(str(e))
     if dropped:
         print(f"dropped {dropped} metrics rows written after checkpoint {start}", file=sys.stderr)
-    return Plan(stored, out, chunk, start)
+    return Plan(stored, out, chunk, start, writer=writer)
 
 
 @functools.lru_cache(maxsize=2)
@@ -291,62 +193,54 @@ def _programs(cfg_json: str, chunk: int):
     trainer = make_trainer(Config.from_dict(json.loads(cfg_json)))
     init = jax.jit(jax.vmap(trainer.init))
     run_chunk = jax.jit(jax.vmap(lambda s: trainer.run_updates(s, chunk)))
-    return init, run_chunk
-
-
-class StopRequest:
-    """Turns the first SIGINT/SIGTERM into a request to stop after the running chunk (whose rows and
-    checkpoint are then written); a second one abandons the chunk at once (KeyboardInterrupt)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():  # signal.signal works only there
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after the running chunk and its checkpoint "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+    return init, run_chunk, jax.jit(divergence.finite_parameters)
 
 
 def _train(plan: Plan, manager, stop_after: int | None) -> Path:
     cfg, out = plan.cfg, plan.out
     resume_hint = f"resume with: python experiments/run.py --resume {out}"
+    say = functools.partial(_say, plan.writer)
     progress = {"done": plan.start}
     with StopRequest() as stop:
         try:
             _run_chunks(plan, manager, stop, stop_after, progress)
         except KeyboardInterrupt:
-            print(f"\nabandoned the running chunk; the last checkpoint in {out} holds {progress['done']}/"
-                  f"{cfg.num_updates} updates; {resume_hint}", file=sys.stderr)
-            _plot_if_any(out, cfg, progress["done"])
+            say(f"\nabandoned the running chunk; the last checkpoint in {out} holds {progress['done']}/"
+                f"{cfg.num_updates} updates; {resume_hint}")
+            _plot_if_any(plan, progress["done"])
             raise SystemExit(128 + (stop.signum or signal.SIGINT)) from None
+        except Diverged as diverged:
+            _plot_if_any(plan, progress["done"])
+            kept = f"checkpoint {progress['done']} (finite)" if progress["done"] else "no checkpoint"
+            say(f"{diverged}\nstopped: divergence (--on-divergence stop) after {progress['done']}/{cfg.num_updates} "
+                f"updates; kept {kept}. Change the config, or resume with --on-divergence freeze to go on with the "
+                "other seeds.")
+            raise SystemExit(DIVERGED_EXIT) from None
     done = progress["done"]
-    _plot_if_any(out, cfg, done)
+    _plot_if_any(plan, done)
     if done < cfg.num_updates:
         why = signal.Signals(stop.signum).name if stop.signum else f"--stop-after {stop_after}"
         saved = f"checkpoint {done} saved" if done else "no checkpoint yet"
-        print(f"stopped ({why}) after {done}/{cfg.num_updates} updates, {saved}; {resume_hint}", file=sys.stderr)
+        say(f"stopped ({why}) after {done}/{cfg.num_updates} updates, {saved}; {resume_hint}")
         if stop.signum:
             raise SystemExit(128 + stop.signum)
         return out
-    final = recording.last_finite(recording.read_metrics(out / recording.METRICS_FILE)["return"])
-    mean, half, n = recording.mean_ci(final)
-    print(f"run folder: {out}")
-    print(f"final return (last finite per seed, {int(n)} seeds, 95% CI): {recording.format_mean_ci(mean, half)}")
+    if plan.writer:
+        final = recording.last_finite(recording.read_metrics(out / recording.METRICS_FILE)["return"])
+        mean, half, n = recording.mean_ci(final)
+        print(f"run folder: {out}")
+        print(f"final return (last finite per seed, {int(n)} seeds, 95% CI): {recording.format_mean_ci(mean, half)}")
     return out
+
+
+def _say(writer: bool, message: str) -> None:
+    """A message on stderr, from process 0 only."""
+    if writer:
+        print(message, file=sys.stderr, flush=True)
+
+
+class Diverged(Exception):
+    """A seed's parameters or losses became non-finite and the run stops (``--on-divergence stop``)."""
 
 
 @functools.lru_cache(maxsize=2)
@@ -357,35 +251,38 @@ def _periodic_evaluator(cfg_json: str):
 
 
 def _evaluate_periodically(plan: Plan, state, done: int) -> None:
-    """Greedy evaluation of every seed's policy after update ``done``, appended to eval.csv. It runs after
-    the checkpoint of ``done`` is saved and its key depends only on (seed, done), so a resumed run repeats
+    """Greedy evaluation of every seed's policy after update ``done``, appended to eval.csv (process 0). It runs
+    after the checkpoint of ``done`` is saved and its key depends only on (seed, done), so a resumed run repeats
     it exactly; a row lost to a kill between the two is not rewritten."""
     cfg = plan.cfg
     evaluate = _periodic_evaluator(json.dumps(cfg.to_dict(), sort_keys=True))
     episodes = to_host(evaluate(state.actor.params, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), done)))
-    append_periodic(plan.out / PERIODIC_FILE, episodes, done, done * cfg.batch_size)
+    if plan.writer:
+        append_periodic(plan.out / PERIODIC_FILE, episodes, done, done * cfg.batch_size)
 
 
-def _plot_if_any(out: Path, cfg: Config, done: int) -> None:
-    if done:
-        recording.plot_learning_curve(out, cfg)
+def _plot_if_any(plan: Plan, done: int) -> None:
+    if done and plan.writer:
+        recording.plot_learning_curve(plan.out, plan.cfg)
 
 
 def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, progress: dict) -> None:
-    """Restores (or initialises) the state, then per chunk: train, append its CSV rows, save its checkpoint
-    (in this order: see ``checkpoints.reconcile_metrics``, which ``_resume_plan`` has run), until done, a
-    signal or ``stop_after``."""
+    """Restores (or initialises) the state, then per chunk: train, check for divergence, append its CSV rows,
+    save its checkpoint (in this order: see ``checkpoints.reconcile_metrics``, which ``_resume_plan`` has run),
+    until done, a signal, a divergence (``--on-divergence stop``) or ``stop_after``."""
     cfg, chunk, metrics_path = plan.cfg, plan.chunk, plan.out / recording.METRICS_FILE
-    init, run_chunk = _programs(json.dumps(cfg.to_dict(), sort_keys=True), chunk)
+    init, run_chunk, finite = _programs(json.dumps(cfg.to_dict(), sort_keys=True), chunk)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     abstract_state = jax.eval_shape(init, keys)
     state = checkpoints.restore_state(manager, plan.start, abstract_state) if plan.start else init(keys)
     state = shard_seeds(state, plan.sharding)
-    logger = make_loggers(plan.log_kinds, plan.out, cfg)
+    # Seeds frozen by the divergence guard, {seed: update it diverged at}, carried in the checkpoints.
+    frozen = {int(s): u for s, u in checkpoints.read_meta(manager, plan.start).get("diverged_seeds", {}).items()} \
+        if plan.start else {}
+    logger = make_loggers(plan.log_kinds if plan.writer else (), plan.out, cfg)
     steps_per_chunk = cfg.num_seeds * chunk * cfg.batch_size
-    bar = tqdm(total=cfg.num_updates * cfg.batch_size * cfg.num_seeds, initial=plan.start * steps_per_chunk // chunk,
-               unit="step", unit_scale=True, desc="env steps (all seeds)", dynamic_ncols=True)
-    bar.set_postfix_str("compiling")
+    bar = Progress(cfg.num_updates * cfg.batch_size * cfg.num_seeds, plan.start * steps_per_chunk // chunk,
+                   enabled=plan.writer)
     try:
         # Compiled ahead of time, once: every chunk has the same size, so steps/s below excludes compilation.
         compiled = run_chunk.lower(state).compile()  # for the state's placement (sharded over devices or not)
@@ -393,20 +290,32 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
             if stop.signum or (stop_after is not None and progress["done"] >= stop_after):
                 break
             start = time.perf_counter()
+            last_finite = state
             state, metrics = compiled(state)
             metrics = to_host(metrics)  # waits for the chunk
             elapsed = time.perf_counter() - start
-            recording.append_metrics(metrics_path, metrics, first)
+            new = divergence.find_divergences(metrics, to_host(finite(state)), first, ignore=set(frozen))
+            frozen.update({d.seed: d.update for d in new})
+            mask = divergence.diverged_mask(frozen, cfg.num_seeds, first, chunk)
+            metrics = divergence.mark_frozen(metrics, mask, first, cfg.batch_size)
+            if plan.writer:
+                recording.append_metrics(metrics_path, metrics, first)
             logger.log_chunk(metrics, first)
+            for d in new:
+                _say(plan.writer, d.describe())
+            if new and plan.on_divergence == "stop":
+                raise Diverged("; ".join(d.describe() for d in new))
+            state = divergence.freeze(state, last_finite, sorted(frozen))
             done = first + chunk - 1
-            meta = {"config": cfg.to_dict(), "updates_done": done, "num_updates": cfg.num_updates, "chunk_size": chunk}
+            meta = {"config": cfg.to_dict(), "updates_done": done, "num_updates": cfg.num_updates, "chunk_size": chunk,
+                    "diverged_seeds": {str(seed): update for seed, update in frozen.items()}}
             checkpoints.save(manager, state, meta)
             progress["done"] = done
             if cfg.eval_every and done // cfg.eval_every > (done - chunk) // cfg.eval_every:
                 _evaluate_periodically(plan, state, done)
             mean_return = recording.mean_ci(metrics["return"].reshape(-1))[0]
-            bar.set_postfix({"steps/s": f"{steps_per_chunk / elapsed:,.0f}", "return": f"{mean_return:.3f}"})
-            bar.update(steps_per_chunk)
+            figures = {"steps/s": f"{steps_per_chunk / elapsed:,.0f}", "return": f"{mean_return:.3f}"}
+            bar.update(steps_per_chunk, figures | ({"frozen seeds": str(len(frozen))} if frozen else {}))
     finally:
         bar.close()
         logger.close()

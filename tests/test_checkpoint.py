@@ -197,6 +197,62 @@ def test_sigterm_stops_after_a_checkpoint_and_resume_matches(reference, tmp_path
     _assert_same_run(run_dir, reference)
 
 
+def _start_child(run_dir: Path, tmp_path: Path, *extra: str):
+    """run.py on TINY in a child process whose output goes to files (never to pipes nobody reads)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out, err = (tmp_path / "stdout.txt").open("w"), (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, str(RUN_SCRIPT), *TINY, *extra], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        stdout=out, stderr=err,
+    )
+    out.close(), err.close()  # the child holds its own descriptors
+    return proc
+
+
+def _half_written(run_dir: Path) -> bool:
+    """A checkpoint being written: orbax writes into a temporary folder and renames it when complete."""
+    folder = run_dir / "checkpoints"
+    try:
+        return any("tmp" in name for name in os.listdir(folder))
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["mid_checkpoint_write", "random_moment"])
+def test_sigkill_then_resume_is_bit_identical_with_no_row_lost_or_repeated(reference, tmp_path, when, capsys):
+    """SIGKILL (the OOM killer, a pre-empted node) gives no chance to clean up: the resume must still equal an
+    uninterrupted run bit for bit, metrics.csv included (so no row is missing or duplicated)."""
+    run_dir = tmp_path / "run"
+    proc = _start_child(run_dir, tmp_path, "--out", str(run_dir))
+    deadline = time.monotonic() + 300
+    rng = np.random.default_rng(0)
+    delay = rng.uniform(0.0, 0.5)
+    killed_at = None
+    try:
+        while killed_at is None:
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no kill point within 300 s"
+            started = (run_dir / "checkpoints" / "2").is_dir()
+            if when == "mid_checkpoint_write" and started and _half_written(run_dir):
+                killed_at = "while a checkpoint was half-written"
+            elif when == "random_moment" and started:
+                time.sleep(delay)
+                killed_at = f"{delay:.3f} s after checkpoint 2"
+            else:
+                time.sleep(0.0005)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    done = _steps(run_dir)[-1]
+    assert 2 <= done < NUM_UPDATES, f"killed {killed_at}, but the run had finished"
+    run_cli.main(["--resume", str(run_dir)])
+    _assert_same_run(run_dir, reference)
+    rows = recording.read_metrics(run_dir / "metrics.csv")
+    assert rows["update"].shape == (2, NUM_UPDATES) and (rows["update"] == np.arange(1, NUM_UPDATES + 1)).all()
+
+
 @pytest.fixture(scope="module")
 def evaluated(reference):
     return eval_cli.main([str(reference), "--episodes", "3", "--render", "2"])

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from perla_jax import METRICS, Config, recording
+from perla_jax.cli import option_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "run.py"
@@ -60,7 +61,7 @@ def test_run_writes_one_metrics_row_per_seed_and_update(tiny_run):
     cfg = Config(**TINY_CFG)
     with (out / "metrics.csv").open(newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == ("seed", "update", *METRICS)
+        assert tuple(reader.fieldnames) == ("seed", "update", *METRICS, "diverged")
         rows = list(reader)
     assert len(rows) == cfg.num_seeds * cfg.num_updates == 4
     assert sorted((int(r["seed"]), int(r["update"])) for r in rows) == [(0, 1), (0, 2), (1, 1), (1, 2)]
@@ -168,7 +169,7 @@ def test_help_lists_every_config_field():
     )
     assert result.returncode == 0, result.stderr
     for field in dataclasses.fields(Config):
-        assert cli.option_name(field.name) in result.stdout, field.name
+        assert option_name(field.name) in result.stdout, field.name
     assert "--seeds" in result.stdout and "(default: 64,64)" in result.stdout
     assert "--out" in result.stdout and "--chunk-size" in result.stdout
 

@@ -4,13 +4,13 @@ registered name (algorithm, advantage estimator, environment) reachable from Con
 from __future__ import annotations
 
 import ast
-import dataclasses
 import importlib.util
 from pathlib import Path
 
 import pytest
 
 from perla_jax import ADVANTAGE_ESTIMATORS, ALGO_SPECS, Config
+from perla_jax.cli import config_from_args
 from perla_jax.envs.registry import FAMILIES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "perla_jax"
@@ -82,8 +82,7 @@ def _parse_cli(argv: list[str]) -> Config:
     spec = importlib.util.spec_from_file_location("perla_layout_cli", SCRIPT)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    args = cli.build_parser().parse_args(argv)
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    return config_from_args(cli.build_parser().parse_args(argv))
 
 
 def _env_names() -> list[tuple[str, str]]:

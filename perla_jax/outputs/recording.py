@@ -3,7 +3,7 @@
 Layout of a run folder (default ``runs/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>/``)::
 
     config.json         Config.to_dict(), loadable with read_config
-    metrics.csv         columns seed, update, *METRICS; one row per (update, seed)
+    metrics.csv         columns seed, update, *METRICS, diverged; one row per (update, seed)
     learning_curve.png  mean return over seeds with a 95% confidence band, against env steps
 
 ``seed`` is the index (0..num_seeds-1) of the key split from ``PRNGKey(cfg.seed)``; ``update`` counts
@@ -30,7 +30,10 @@ from perla_jax.types import METRICS
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
-COLUMNS = ("seed", "update", *METRICS)
+# ``diverged`` is 1 on the rows of a seed frozen by the divergence guard (outputs/divergence.py), whose
+# metrics are then NaN; 0 elsewhere.
+COLUMNS = ("seed", "update", *METRICS, "diverged")
+INT_COLUMNS = ("seed", "update", "env_steps", "diverged")
 Z95 = 1.96  # two-sided 95% quantile of the standard normal
 
 
@@ -56,19 +59,21 @@ def read_config(run_dir: str | Path) -> Config:
 def metrics_rows(metrics: Mapping[str, np.ndarray], first_update: int) -> list[list]:
     """CSV rows for one chunk of metrics shaped ``[S, n]`` (seed, update); updates are numbered from
     ``first_update``. Rows are ordered by update, then seed. Floats are written with ``repr`` so they
-    read back exactly; ``env_steps`` stays an integer."""
+    read back exactly; ``env_steps`` stays an integer. ``metrics["diverged"]`` (``[S, n]`` bool) is optional:
+    without it no row is marked."""
     arrays = {name: np.asarray(metrics[name]) for name in METRICS}
     num_seeds, n = arrays[METRICS[0]].shape
+    diverged = np.asarray(metrics.get("diverged", np.zeros((num_seeds, n), bool)))
     rows = []
     for u in range(n):
         for s in range(num_seeds):
             values = [_cell(name, arrays[name][s, u]) for name in METRICS]
-            rows.append([s, first_update + u, *values])
+            rows.append([s, first_update + u, *values, int(diverged[s, u])])
     return rows
 
 
 def _cell(name: str, value) -> int | str:
-    return int(value) if name == "env_steps" else repr(float(value))
+    return int(value) if name in INT_COLUMNS else repr(float(value))
 
 
 def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_update: int) -> int:
@@ -109,7 +114,7 @@ def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
     updates = sorted(set.intersection(*(set(rows) for rows in by_seed.values())))
     out = {}
     for name in COLUMNS:
-        dtype = np.int64 if name in ("seed", "update", "env_steps") else np.float64
+        dtype = np.int64 if name in INT_COLUMNS else np.float64
         out[name] = np.array([[float(by_seed[s][u][name]) for u in updates] for s in seeds], dtype=dtype)
     return out
 
