@@ -97,6 +97,8 @@ def json_object(text: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({e.msg})") from None
+    except (RecursionError, ValueError) as e:  # nesting too deep; an int past Python's digit limit
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a usable JSON object ({e})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
     return value

@@ -14,6 +14,11 @@ ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_ACTION_LAYERS = ("first", "last")
 NETWORKS = ("ff", "rnn")
+# Counters and sizes reach XLA as int32 (jax's default without x64), so larger ints overflow or wrap there.
+MAX_INT = 2**31 - 1
+# jax.random.PRNGKey keeps the low 32 bits of a seed without x64: 2**32 would be seed 0 again.
+MAX_SEED = 2**32 - 1
+FLOAT32_MAX = 3.4028234663852886e38  # a larger number becomes inf in the compiled program
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +91,15 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # Tuples may arrive as lists from JSON or a CLI; normalise before checking.
-        object.__setattr__(self, "actor_hidden", tuple(self.actor_hidden))
-        object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
-        object.__setattr__(self, "env_kwargs", dict(self.env_kwargs))
+        # Tuples may arrive as lists from JSON or a CLI; normalise after checking.
+        for name in ("actor_hidden", "critic_hidden"):
+            object.__setattr__(self, name, _as_sizes(name, getattr(self, name)))
+        object.__setattr__(self, "env_kwargs", _as_kwargs("env_kwargs", self.env_kwargs))
         object.__setattr__(self, "total_timesteps", _as_int("total_timesteps", self.total_timesteps))
+        for name in ("env", "map_name"):
+            _check_str(name, getattr(self, name))
+        for name in ("anneal_lr", "actor_agent_id", "share_actor"):
+            _check_bool(name, getattr(self, name))
         _check_choice("algo", self.algo, ALGOS)
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -101,7 +110,7 @@ class Config:
         )
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)
-        _check_int_at_least("seed", self.seed, 0)
+        _check_int_at_least("seed", self.seed, 0, MAX_SEED)
         _check_int_at_least("eval_every", self.eval_every, 0)
         _check_int_at_least("eval_episodes", self.eval_episodes, 1)
         for name in ("actor_lr", "critic_lr", "max_grad_norm"):
@@ -111,11 +120,12 @@ class Config:
         _check_range("clip_eps", self.clip_eps, 0.0, math.inf, low_open=True)
         for name in ("ent_coef", "vf_coef"):
             _check_range(name, getattr(self, name), 0.0, math.inf)
-        for name in ("actor_hidden", "critic_hidden"):
-            sizes = getattr(self, name)
-            if not sizes or not all(isinstance(h, int) and h >= 1 for h in sizes):
-                raise ValueError(f"{name}={sizes!r} is invalid: allowed is a non-empty tuple of positive ints")
         batch = self.num_envs * self.num_steps
+        if batch > MAX_INT:
+            raise ValueError(
+                f"num_envs*num_steps={batch} (num_envs={self.num_envs}, num_steps={self.num_steps}) is too large: "
+                f"allowed is num_envs*num_steps <= {MAX_INT} (XLA counts steps in int32)"
+            )
         if batch % self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} does not divide num_envs*num_steps={batch}: "
@@ -126,7 +136,24 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is below one update (num_envs*num_steps={batch}): "
                 f"allowed is total_timesteps >= {batch}"
             )
+        if self.total_timesteps > MAX_INT:
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is invalid: allowed is total_timesteps <= {MAX_INT} "
+                "(the env_steps metric counts in int32)"
+            )
+        grad_steps = self.num_updates * self.update_epochs * self.num_minibatches
+        if grad_steps > MAX_INT:
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} with update_epochs={self.update_epochs} and "
+                f"num_minibatches={self.num_minibatches} makes {grad_steps} gradient steps: allowed are at most "
+                f"{MAX_INT} (the optimiser counts them in int32)"
+            )
         family = env_family(self.env)
+        if family.maps is not None and not self.map_name:  # check_map's message would not name env
+            raise ValueError(
+                f"map_name={self.map_name!r} is invalid with env={self.env!r}: {family.name.upper()} needs a map "
+                f"(--map): allowed are {', '.join(family.maps())}"
+            )
         check_map(self.env, self.map_name)
         self._check_network(family.default_network, family.continuous)
 
@@ -196,8 +223,37 @@ class Config:
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}={value!r} is invalid: allowed are {', '.join(allowed)}")
+
+
+def _check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} is invalid: allowed is a string")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is invalid: allowed are True, False")
+
+
+def _as_sizes(name: str, value: Any) -> tuple[int, ...]:
+    sizes = tuple(value) if isinstance(value, (tuple, list)) else None
+    if not sizes or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_INT for h in sizes):
+        raise ValueError(
+            f"{name}={value!r} is invalid: allowed is a non-empty tuple of positive ints (each <= {MAX_INT})"
+        )
+    return sizes
+
+
+def _as_kwargs(name: str, value: Any) -> dict[str, Any]:
+    # Keyword arguments: jaxmarl receives them as **kwargs, which takes only identifier strings as names.
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+        raise ValueError(
+            f"{name}={value!r} is invalid: allowed is a mapping of keyword names (str) to values, "
+            "e.g. {'max_steps': 50}"
+        )
+    return dict(value)
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -209,16 +265,21 @@ def _as_int(name: str, value: Any) -> int:
     return value
 
 
-def _check_int_at_least(name: str, value: Any, low: int) -> None:
+def _check_int_at_least(name: str, value: Any, low: int, high: int = MAX_INT) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}={value!r} is invalid: allowed is an integer >= {low}")
+    if value > high:
+        raise ValueError(f"{name}={value!r} is invalid: allowed is an integer >= {low} and <= {high}")
 
 
 def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # Python ints compare with floats exactly, however large (math.isfinite(10**400) would raise OverflowError).
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value)
+    )
     if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
+        ok = (value > low if low_open else value >= low) and value <= min(high, FLOAT32_MAX)
     if not ok:
         bracket = "(" if low_open else "["
-        hi = "inf)" if high == math.inf else f"{high}]"
+        hi = f"inf) that float32 holds (<= {FLOAT32_MAX:.7g})" if high == math.inf else f"{high}]"
         raise ValueError(f"{name}={value!r} is invalid: allowed is a number in {bracket}{low}, {hi}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import math
 import os
 import struct
@@ -15,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from programs import load_script
 
 from perla_jax import METRICS, Config, recording
 from perla_jax.cli import option_name
@@ -32,14 +32,7 @@ TINY_CFG = dict(
 )
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("perla_run_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _load_cli()
+cli = load_script("perla_run_cli", "experiments/run.py")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from perla_jax import Config, make_env, resolve_env_name
         ({"eval_episodes": 0}, ["eval_episodes=0", ">= 1"]),
         ({"env": "atari"}, ["env='atari'", "unknown", "MPE_simple_spread_v3"]),
         ({"env": "MPE_simple_tag_v3"}, ["refused", "competitive"]),
-        ({"env": "MPE_simple_speaker_listener_v4"}, ["refused", "different spaces"]),
+        ({"env": "MPE_simple_push_v3"}, ["refused", "competitive"]),
         ({"num_minibatches": 3}, ["num_minibatches=3", "does not divide", "2048"]),
         ({"total_timesteps": 100}, ["total_timesteps=100", ">= 2048"]),
         ({"total_timesteps": 1.5}, ["total_timesteps=1.5", "whole number"]),

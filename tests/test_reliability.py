@@ -3,7 +3,6 @@ the output is not a terminal, and multi-host runs where only process 0 writes ru
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import types
@@ -13,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from programs import load_script
 
 from perla_jax import checkpoints, recording
 from perla_jax.outputs import divergence
@@ -26,14 +26,7 @@ TINY = (
 ).split()
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("perla_run_cli_reliability", ROOT / "experiments" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_cli = _load_cli()
+run_cli = load_script("perla_run_cli_reliability", "experiments/run.py")
 
 
 def _metrics(n=3, seeds=3, bad=()):

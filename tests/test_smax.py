@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from programs import rollout_estimate_train
 
 from perla_jax import Config, make_env, make_trainer
 from perla_jax.agents import Agents
 from perla_jax.envs.smax import map_names
 from perla_jax.evaluation import Episodes, summarise
-from perla_jax.rollout import rollout
 
 MAX_STEPS = 5  # episodes time out after MAX_STEPS + 1 transitions
 TINY = dict(env="smax", map_name="3m", env_kwargs={"max_steps": MAX_STEPS}, num_envs=2, num_steps=16,
@@ -24,19 +24,8 @@ UPDATES = 2
 def perla_run():
     """One program: a rollout with its critic estimates (for the mask checks) and two training updates."""
     trainer = make_trainer(Config(**TINY, algo="perla_mappo"))
-
-    @jax.jit
-    def program(key):
-        k_init, k_roll, k_est = jax.random.split(key, 3)
-        state = trainer.init(k_init)
-        _, _, traj, *_ = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs, k_roll,
-                             trainer.cfg.num_steps)
-        est = trainer.critic.estimate(state.actor.params, state.critic.params, traj, k_est)
-        reset_state = jax.vmap(trainer.env.global_state)(state.env_state.inner, state.obs)
-        _, metrics = trainer.run_updates(state, UPDATES)
-        return traj, est, reset_state, metrics
-
-    return trainer, *program(jax.random.PRNGKey(0))
+    reset_state = lambda state, traj: jax.vmap(trainer.env.global_state)(state.env_state.inner, state.obs)
+    return trainer, *rollout_estimate_train(trainer, UPDATES, reset_state)(jax.random.PRNGKey(0))
 
 
 @pytest.fixture(scope="module")

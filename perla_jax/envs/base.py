@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxmarl.environments import spaces
 
 from perla_jax.types import EnvState, Transition
@@ -39,7 +40,14 @@ class EnvFamily:
 
 @dataclasses.dataclass(frozen=True)
 class MultiAgentEnv:
-    """A homogeneous discrete-action jaxmarl environment seen as stacked arrays over agents."""
+    """A discrete-action jaxmarl environment seen as stacked arrays over agents.
+
+    Agents may differ in observation size and action count (MPE's speaker and listener): observations are
+    zero-padded to the largest size (``obs_dim``), actions are indices below the largest count
+    (``num_actions``), and each agent's actions beyond its own count are unavailable (``action_mask``), so a
+    masked policy gives them probability 0 and only real actions reach jaxmarl. Homogeneous agents: no
+    padding, every action available.
+    """
 
     name: str
     env: Any
@@ -55,12 +63,29 @@ class MultiAgentEnv:
         return self.env.num_agents
 
     @property
+    def obs_dims(self) -> tuple[int, ...]:
+        """Each agent's observation size."""
+        return tuple(int(self.env.observation_space(a).shape[0]) for a in self.agents)
+
+    @property
     def obs_dim(self) -> int:
-        return int(self.env.observation_space(self.agents[0]).shape[0])
+        """The padded observation size: the largest agent's."""
+        return max(self.obs_dims)
+
+    @property
+    def action_counts(self) -> tuple[int, ...]:
+        """Each agent's number of discrete actions."""
+        return tuple(int(self.env.action_space(a).n) for a in self.agents)
 
     @property
     def num_actions(self) -> int:
-        return int(self.env.action_space(self.agents[0]).n)
+        """The width of the action axis ``A``: the largest agent's action count."""
+        return max(self.action_counts)
+
+    @property
+    def action_mask(self) -> np.ndarray:
+        """``[N, A]`` True on each agent's real actions (indices below its own count)."""
+        return np.arange(self.num_actions)[None, :] < np.array(self.action_counts)[:, None]
 
     @property
     def state_dim(self) -> int:
@@ -77,8 +102,16 @@ class MultiAgentEnv:
         return global_state(obs)
 
     def avail_actions(self, inner: Any) -> chex.Array:
-        """Available actions ``[N, A]`` (bool) in jaxmarl state ``inner``; every action in MPE."""
-        return jnp.ones((self.num_agents, self.num_actions), bool)
+        """Available actions ``[N, A]`` (bool) in jaxmarl state ``inner``: each agent's real actions (MPE:
+        every action of a homogeneous scenario; the speaker's first 3 of 5 in speaker_listener)."""
+        return jnp.asarray(self.action_mask)
+
+    def only_real_actions(self, avail: chex.Array) -> chex.Array:
+        """``avail [N, A]`` AND ``action_mask``: a subclass that masks actions itself (SMAX) passes its mask
+        through this, so the actions beyond an agent's count stay unavailable. Unchanged when every agent has
+        all ``A`` actions."""
+        mask = self.action_mask
+        return avail if mask.all() else avail & jnp.asarray(mask)
 
     def episode_end(self, inner: Any, done: chex.Array, info: Mapping[str, Any]) -> tuple[chex.Array, ...]:
         """(terminated, truncated, won) of a step that reached jaxmarl state ``inner`` with ``done`` and jaxmarl's
@@ -131,24 +164,38 @@ class MultiAgentEnv:
         return {a: actions[i] for i, a in enumerate(self.agents)}
 
     def random_actions(self, key: chex.PRNGKey) -> chex.Array:
-        """Uniform actions ``[N]``, via the jaxmarl action spaces."""
+        """Uniform actions ``[N]``, via the jaxmarl action spaces: agent i's below its own count."""
         keys = jax.random.split(key, self.num_agents)
         return jnp.stack([self.env.action_space(a).sample(k) for a, k in zip(self.agents, keys)])
 
     def _stack(self, per_agent: Mapping[str, chex.Array]) -> chex.Array:
-        return jnp.stack([per_agent[a] for a in self.agents])
+        """{agent: vector} -> ``[N, D]``, each vector zero-padded (False for bool) to the longest; a plain
+        stack when they agree. Observations come out ``[N, obs_dim]``; per-agent available-action vectors of
+        different lengths come out ``[N, A]`` with the missing actions unavailable."""
+        rows = [per_agent[a] for a in self.agents]
+        width = max(r.shape[-1] for r in rows)
+        return jnp.stack([_pad_last(r, width) for r in rows])
+
+
+def _pad_last(x: chex.Array, width: int) -> chex.Array:
+    """``x [..., D]`` zero-padded on its last axis to ``[..., width]``; ``x`` itself when ``D == width``."""
+    if x.shape[-1] == width:
+        return x
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
 
 
 def check_spaces(name: str, menv: MultiAgentEnv) -> MultiAgentEnv:
-    """``menv`` if its agents share Discrete action spaces and observation shapes, else ValueError."""
+    """``menv`` if every agent acts in a Discrete space and observations are vectors (their sizes and the
+    action counts may differ: see ``MultiAgentEnv``), else ValueError."""
     env = menv.env
-    first = env.agents[0]
+    if not env.agents:
+        raise ValueError(f"env={name!r} has no agents: allowed are env_kwargs with at least one agent")
     for agent in env.agents:
         if not isinstance(env.action_space(agent), spaces.Discrete):
             raise ValueError(f"env={name!r}: agent {agent} has a non-discrete action space; allowed are Discrete")
-        same_obs = env.observation_space(agent).shape == env.observation_space(first).shape
-        if not same_obs or env.action_space(agent).n != env.action_space(first).n:
-            raise ValueError(f"env={name!r}: agents have different spaces; allowed are homogeneous agents")
+        shape = env.observation_space(agent).shape
+        if len(shape) != 1:
+            raise ValueError(f"env={name!r}: agent {agent} has observation shape {shape}; allowed are vectors (O,)")
     return menv
 
 

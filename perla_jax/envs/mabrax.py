@@ -36,16 +36,8 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
     continuous = True
 
     @property
-    def obs_dims(self) -> tuple[int, ...]:
-        return tuple(int(self.env.observation_space(a).shape[0]) for a in self.agents)
-
-    @property
     def action_dims(self) -> tuple[int, ...]:
         return tuple(int(self.env.action_space(a).shape[0]) for a in self.agents)
-
-    @property
-    def obs_dim(self) -> int:
-        return max(self.obs_dims)
 
     @property
     def action_dim(self) -> int:
@@ -86,10 +78,6 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
         keys = jax.random.split(key, self.num_agents)
         rows = [self.env.action_space(a).sample(k) for a, k in zip(self.agents, keys)]
         return jnp.stack([jnp.pad(r, (0, self.action_dim - r.shape[0])) for r in rows])
-
-    def _stack(self, per_agent: Mapping[str, chex.Array]) -> chex.Array:
-        return jnp.stack([jnp.pad(per_agent[a], (0, self.obs_dim - per_agent[a].shape[0])) for a in self.agents])
-
 
 def make_mabrax_env(name: str, env_kwargs: Mapping[str, Any], map_name: str = "") -> ContinuousMultiAgentEnv:
     """jaxmarl's MABrax scenario ``name`` with brax's own auto-reset off (this wrapper resets, keeping the

@@ -1,7 +1,9 @@
-"""MPE (JaxMARL's multi-particle environments): the cooperative scenarios whose agents share spaces.
+"""MPE (JaxMARL's multi-particle environments): the cooperative scenarios.
 
 The base ``MultiAgentEnv`` is MPE's behaviour: the critic's global state is the concatenated observations,
-every action is available, and episodes end only at the time limit (a truncation).
+every action of an agent is available, and episodes end only at the time limit (a truncation). In
+speaker_listener the agents differ (speaker: 3 numbers seen, 3 actions; listener: 11 and 5): the speaker's
+observation is zero-padded to 11 and its actions 3 and 4 are unavailable (see ``MultiAgentEnv``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ def make_mpe(full_name: str, env_kwargs: Mapping[str, Any], map_name: str) -> Mu
 
 FAMILY = EnvFamily(
     name="mpe",
-    envs=("MPE_simple_spread_v3", "MPE_simple_reference_v3", "MPE_simple_v3"),
+    envs=("MPE_simple_spread_v3", "MPE_simple_reference_v3", "MPE_simple_v3", "MPE_simple_speaker_listener_v4"),
     make=make_mpe,
     aliases={"mpe": "MPE_simple_spread_v3"},
     refused={
-        "MPE_simple_speaker_listener_v4": "cooperative but its speaker and listener have different spaces",
         "MPE_simple_tag_v3": "competitive (predators against prey)",
         "MPE_simple_world_comm_v3": "competitive (predators against prey)",
         "MPE_simple_adversary_v3": "competitive (an adversary against the agents)",

@@ -55,7 +55,14 @@ def check_map(name: str, map_name: str) -> None:
 def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: str = "") -> MultiAgentEnv:
     """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the map where the family has maps."""
     check_map(name, map_name)
-    return env_family(name).make(resolve_env_name(name), dict(env_kwargs or {}), map_name)
+    kwargs = dict(env_kwargs or {})
+    try:
+        return env_family(name).make(resolve_env_name(name), kwargs, map_name)
+    except (TypeError, ValueError) as e:
+        # jaxmarl's constructors check few of their arguments: name the field whatever they raise.
+        if isinstance(e, ValueError) and str(e).startswith("env"):  # our own messages name the field already
+            raise
+        raise ValueError(f"env_kwargs={kwargs!r} is invalid for env={name!r}: {e}") from e
 
 
 def _allowed() -> str:

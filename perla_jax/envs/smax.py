@@ -47,7 +47,7 @@ class SMAXEnv(MultiAgentEnv):
         return self.env.get_world_state(inner)
 
     def avail_actions(self, inner: Any) -> chex.Array:
-        return self._stack(self.env.get_avail_actions(inner)).astype(bool)
+        return self.only_real_actions(self._stack(self.env.get_avail_actions(inner)).astype(bool))
 
     def episode_end(self, inner: Any, done: chex.Array, info: Mapping[str, Any]) -> tuple[chex.Array, ...]:
         alive = inner.state.unit_alive  # [allies + enemies], allies first
