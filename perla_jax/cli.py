@@ -12,7 +12,7 @@ import dataclasses
 import json
 import typing
 
-from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, Config
+from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, CRITIC_TARGETS, Config
 from perla_jax.envs.registry import ALIASES, SUPPORTED
 
 OPTION_NAMES = {"num_seeds": "seeds", "map_name": "map"}  # field -> option name where it differs from the field's
@@ -21,6 +21,7 @@ CHOICES = {
     "advantage": ADVANTAGES,
     "activation": ACTIVATIONS,
     "critic_action_layer": CRITIC_ACTION_LAYERS,
+    "critic_target": CRITIC_TARGETS,
 }
 HELP = {  # one line per Config field; a field missing here still gets an option
     "env": "environment: "
@@ -49,6 +50,8 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "actor_hidden": "actor hidden layer sizes, comma-separated",
     "critic_hidden": "critic hidden layer sizes, comma-separated",
     "critic_action_layer": "Q-critic hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
+    "critic_target": "what the PERLA Q-critic regresses: marginal (Algorithm 1: the K-sample mean Q^) or joint "
+    "(Q at the joint action taken; discrete actions)",
     "activation": "hidden-layer activation",
     "network": "ff (MLPs) or rnn (GRU after the first layer; sequence minibatches); default: rnn on SMAX, ff elsewhere",
     "actor_agent_id": "append a one-hot agent id to actor observations",

@@ -13,6 +13,7 @@ from perla_jax.envs.registry import check_map, env_family
 ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_ACTION_LAYERS = ("first", "last")
+CRITIC_TARGETS = ("marginal", "joint")
 NETWORKS = ("ff", "rnn")
 # Counters and sizes reach XLA as int32 (jax's default without x64), so larger ints overflow or wrap there.
 MAX_INT = 2**31 - 1
@@ -28,6 +29,13 @@ class Config:
     ``critic_time_chunk`` is how many time steps of the K-sample critic batch (K x agents x envs values
     per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results'
     meaning.
+
+    ``critic_target`` is what the PERLA Q-critic regresses onto the TD(lambda) returns (which bootstrap on the
+    marginal V^ either way): ``marginal`` (Algorithm 1 read literally) regresses the K-sample mean Q^_i(s, a_i),
+    which learns to ignore the others' actions (a squared loss through a mean over independent samples of a_-i
+    is minimised by a critic that does not depend on them); ``joint`` regresses Q(s, a_i, a_-i) at the joint
+    action taken, the critic the theorems assume, and needs no K samples in the minibatch loss. Discrete actions
+    only for now.
 
     ``critic_action_layer`` is the hidden layer of the PERLA Q-critic that the others' one-hot actions
     feed: ``first`` is COMA's layout (actions beside the state at the input), ``last`` fuses them into
@@ -79,6 +87,7 @@ class Config:
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (64, 64)
     critic_action_layer: str = "last"
+    critic_target: str = "marginal"
     activation: str = "tanh"
     network: str = ""
     actor_agent_id: bool = False
@@ -104,6 +113,7 @@ class Config:
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
+        _check_choice("critic_target", self.critic_target, CRITIC_TARGETS)
         positive_ints = (
             "k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk",
             "own_action_samples",
@@ -155,6 +165,10 @@ class Config:
                 f"(--map): allowed are {', '.join(family.maps())}"
             )
         check_map(self.env, self.map_name)
+        if family.continuous and self.critic_target == "joint" and self.uses_q_critic:
+            raise ValueError(
+                f"critic_target='joint' is not built yet for continuous-action env={self.env!r}: allowed is 'marginal'"
+            )
         self._check_network(family.default_network, family.continuous)
 
     def _check_network(self, default_network: str, continuous: bool) -> None:

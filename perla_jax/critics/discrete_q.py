@@ -64,17 +64,28 @@ class DiscreteQCritic:
             ended=traj.terminated | traj.truncated,
         )
         returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, lambda_returns_of(cfg, traj))
+        if cfg.critic_target == "joint":
+            # Regressed at the joint action taken: the loss needs no K samples (see ``predict``).
+            head_now = inputs_both[:t]
+            prediction, samples = take_action(self.network.apply(head, head_now, traj.action), traj.action), None
+        else:
+            prediction, samples = q_taken, samples_both[:t]  # [T, E, K, N]
         return CriticEstimates(
             advantages=advantages,
             targets=returns,
-            old_predictions=q_taken,
-            joint_samples=samples_both[:t],  # [T, E, K, N]
+            old_predictions=prediction,
+            joint_samples=samples,
             sample_variance=q_var,
             critic_hidden=critic_last,
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
-        # Gradient flows through the marginalised prediction Q^_i(s, a_i) (Algorithm 1, line 6).
+        """``critic_target="joint"``: Q(s, a_i, a_-i) at the joint action taken, so the critic keeps its
+        dependence on the others' actions. ``"marginal"`` (Algorithm 1 read literally): the gradient flows
+        through the K-sample marginal Q^_i(s, a_i), which a squared loss pushes to ignore a_-i (its minimum
+        adds Var_{a_-i}(Q)/K to the fit of the row means)."""
         head, inputs = self.inputs.sequence(params, start_hidden, mb.obs, mb.state, mb.first)
+        if self.cfg.critic_target == "joint":
+            return take_action(self.network.apply(head, inputs, mb.action), mb.action)
         q_hat, _ = marginal_q_head(self.network, head, inputs, mb.joint_samples)
         return take_action(q_hat, mb.action)
