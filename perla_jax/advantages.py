@@ -6,6 +6,8 @@ Time is the leading axis ``[T, ...]``; trailing axes (environments, agents) broa
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Callable
 
 import chex
@@ -95,11 +97,34 @@ class MarginalValues:
     v_now: chex.Array  # [T, E, N] V^_i(s_t) = E_{a_i ~ pi_i} Q^_i(s_t, a_i)
     v_final: chex.Array  # [T, E, N] V^_i(s'_t) at the state each step reached (before any reset)
     ended: chex.Array  # [T, E] the step ended its episode (termination or time limit)
+    q_joint: chex.Array  # [T, E, N] Q(s_t, a_i,t, a_-i,t), the critic at the joint action taken
 
 
-# (marginal values, bootstrap values [T, E, N] -> TD(lambda) returns) -> (returns, advantages), both [T, E, N]
-LambdaReturns = Callable[[chex.Array], chex.Array]
-AdvantageEstimator = Callable[[MarginalValues, LambdaReturns], tuple[chex.Array, chex.Array]]
+@dataclasses.dataclass(frozen=True)
+class TDLambda:
+    """The TD(lambda) recursions of one rollout: its rewards ``[T, E, N]`` and episode ends ``[T, E]``."""
+
+    rewards: chex.Array
+    terminated: chex.Array
+    ended: chex.Array
+    gamma: float
+    lam: float
+
+    def returns(self, next_values: chex.Array) -> chex.Array:
+        """TD(lambda) returns ``[T, E, N]`` bootstrapping on ``next_values`` (see ``lambda_returns``)."""
+        return lambda_returns(
+            self.rewards, next_values, self.terminated[..., None], self.ended[..., None], self.gamma, self.lam
+        )
+
+    def trace(self, x: chex.Array) -> chex.Array:
+        """sum_l (gamma lambda)^l x_{t+l} within each episode, ``[T, E, N]``: the weights GAE gives each step's
+        TD error, applied to ``x``."""
+        zeros = jnp.zeros_like(x)
+        return lambda_returns(x, zeros, self.terminated[..., None], self.ended[..., None], self.gamma, self.lam)
+
+
+# (marginal values, TD(lambda) of the rollout) -> (critic regression targets, advantages), both [T, E, N]
+AdvantageEstimator = Callable[[MarginalValues, TDLambda], tuple[chex.Array, chex.Array]]
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 
 
@@ -116,26 +141,49 @@ def register_advantage(name: str) -> Callable[[AdvantageEstimator], AdvantageEst
 
 
 @register_advantage("counterfactual")
-def counterfactual(values: MarginalValues, lam_returns: LambdaReturns) -> tuple[chex.Array, chex.Array]:
+def counterfactual(values: MarginalValues, td: TDLambda) -> tuple[chex.Array, chex.Array]:
     """COMA's baseline with PERLA's marginal: A = Q^_i(s, a_i) - sum_b pi_i(b) Q^_i(s, b); the critic regresses
     onto TD(lambda) returns bootstrapped on V^."""
-    returns = lam_returns(next_step_values(values.v_now, values.v_final, values.ended))
+    returns = td.returns(next_step_values(values.v_now, values.v_final, values.ended))
     return returns, values.q_taken - values.v_now
 
 
 @register_advantage("td")
-def td(values: MarginalValues, lam_returns: LambdaReturns) -> tuple[chex.Array, chex.Array]:
+def td_error(values: MarginalValues, td: TDLambda) -> tuple[chex.Array, chex.Array]:
     """GAE over r + gamma V^(s') - V^(s)."""
-    returns = lam_returns(next_step_values(values.v_now, values.v_final, values.ended))
+    returns = td.returns(next_step_values(values.v_now, values.v_final, values.ended))
     return returns, returns - values.v_now
 
 
 @register_advantage("sarsa")
-def sarsa(values: MarginalValues, lam_returns: LambdaReturns) -> tuple[chex.Array, chex.Array]:
+def sarsa(values: MarginalValues, td: TDLambda) -> tuple[chex.Array, chex.Array]:
     """GAE over r + gamma Q^(s', a') - Q^(s, a), Algorithm 1 read literally.
 
     Q^_i(s_{t+1}, a_i,t+1) where the next action is in the batch; the expectation V^_i(s') where it is not
     (the last step, or a step that ended an episode, whose next action was never taken).
     """
-    returns = lam_returns(next_step_values(values.q_taken, values.v_final, values.ended))
+    returns = td.returns(next_step_values(values.q_taken, values.v_final, values.ended))
     return returns, returns - values.q_taken
+
+
+def control_variate(values: MarginalValues, td: TDLambda, beta: float | None) -> tuple[chex.Array, chex.Array]:
+    """GAE over delta_u - beta c_u with c_u = Q(s_u, a_i,u, a_-i,u) - Q^_i(s_u, a_i,u): the others' taken actions'
+    value minus its K-sample marginal.
+
+    The taken a_-i and the K samples come from the same policies, so E[c_u | s_u, a_i,u, the past] = 0 for any
+    critic: every beta leaves the policy gradient's expectation that of ``td`` (beta = 0). With beta = 1 each
+    step's noise from the others' actions, as far as the critic models it, is replaced by its K-sample average.
+    ``beta=None`` picks the control-variate optimum Cov(A, C) / Var(C) over the batch, clipped to [0, 1], where A
+    is the ``td`` advantage and C the GAE-weighted sum of c: near 0 when c carries only critic error.
+    """
+    returns, advantages = td_error(values, td)
+    c_trace = td.trace(values.q_joint - values.q_taken)
+    if beta is None:
+        centred_c = c_trace - c_trace.mean()
+        cov = jnp.mean((advantages - advantages.mean()) * centred_c)
+        beta = jnp.clip(cov / (jnp.mean(centred_c**2) + 1e-12), 0.0, 1.0)
+    return returns, advantages - beta * c_trace
+
+
+register_advantage("perla_cv")(functools.partial(control_variate, beta=None))
+register_advantage("perla_cv1")(functools.partial(control_variate, beta=1.0))

@@ -7,6 +7,7 @@ import pytest
 from perla_jax.advantages import (
     ADVANTAGE_ESTIMATORS,
     MarginalValues,
+    TDLambda,
     expected_value,
     gae,
     lambda_returns,
@@ -85,9 +86,11 @@ def counterfactual_advantage(q, p, actions):
     expectation under the policy (its returns, not checked here, need a rollout)."""
     values = MarginalValues(
         q_taken=take_action(q, actions), v_now=expected_value(q, p), v_final=jnp.zeros(q.shape[:-1]),
-        ended=jnp.zeros(q.shape[:-2], bool),
+        ended=jnp.zeros(q.shape[:-2], bool), q_joint=jnp.zeros(q.shape[:-1]),
     )
-    return ADVANTAGE_ESTIMATORS["counterfactual"](values, lambda next_values: next_values)[1]
+    ends = jnp.zeros(q.shape[:-2], bool)
+    td = TDLambda(rewards=jnp.zeros(q.shape[:-1]), terminated=ends, ended=ends, gamma=0.9, lam=0.9)
+    return ADVANTAGE_ESTIMATORS["counterfactual"](values, td)[1]
 
 
 def test_counterfactual_advantage_by_hand_and_zero_mean_under_policy():

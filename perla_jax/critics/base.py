@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import chex
 import flax.linen as nn
 
-from perla_jax.advantages import LambdaReturns, lambda_returns
+from perla_jax.advantages import TDLambda
 from perla_jax.config import Config
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.types import Batch, CriticEstimates, Trajectory
@@ -43,11 +43,12 @@ class Critic(Protocol):
         ``start_hidden``)."""
 
 
-def lambda_returns_of(cfg: Config, traj: Trajectory) -> LambdaReturns:
-    """``next_values [T, E, N] -> TD(lambda) returns [T, E, N]`` for the rewards and episode ends of ``traj``."""
-    ended = traj.terminated | traj.truncated  # [T, E]
-    term, end = traj.terminated[..., None], ended[..., None]
-    return lambda next_v: lambda_returns(traj.reward, next_v, term, end, cfg.gamma, cfg.gae_lambda)
+def td_lambda_of(cfg: Config, traj: Trajectory) -> TDLambda:
+    """The TD(lambda) recursions over the rewards and episode ends of ``traj``."""
+    return TDLambda(
+        rewards=traj.reward, terminated=traj.terminated, ended=traj.terminated | traj.truncated, gamma=cfg.gamma,
+        lam=cfg.gae_lambda,
+    )
 
 
 def rollout_lead(traj: Trajectory) -> tuple[int, ...]:

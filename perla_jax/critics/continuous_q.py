@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues
 from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.critics.base import lambda_returns_of
+from perla_jax.critics.base import td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.networks.continuous import ContinuousQNetwork
 from perla_jax.types import Batch, CriticEstimates, Trajectory
@@ -96,8 +96,12 @@ class ContinuousQCritic:
         )  # [2T, E, N, 1+M, K]
         q_taken = jnp.split(per_sample[..., 0, :].mean(axis=-1), [t])[0]  # Q^_i(s, a_i) [T, E, N]
         v_now, v_final = jnp.split(per_sample[..., 1:, :].mean(axis=(-2, -1)), [t])  # V^_i(s) [T, E, N]
-        values = MarginalValues(q_taken=q_taken, v_now=v_now, v_final=v_final, ended=traj.terminated | traj.truncated)
-        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, lambda_returns_of(cfg, traj))
+        # Q(s, a_i, a_-i) at the joint action taken: the taken actions as the one joint sample and the own sample.
+        q_joint = self.q_samples(critic_params, traj.obs, traj.state, traj.action[..., None, :, :],
+                                 traj.action[..., None, :])[..., 0, 0]
+        values = MarginalValues(q_taken=q_taken, v_now=v_now, v_final=v_final, ended=traj.terminated | traj.truncated,
+                                q_joint=q_joint)
+        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, td_lambda_of(cfg, traj))
         return CriticEstimates(
             advantages=advantages,
             targets=returns,

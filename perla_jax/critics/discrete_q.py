@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, expected_value, take_action
 from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.critics.base import lambda_returns_of, or_default, rollout_lead
+from perla_jax.critics.base import or_default, rollout_lead, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.marginalisation import marginal_q_head
 from perla_jax.networks.discrete import QCritic
@@ -57,17 +57,18 @@ class DiscreteQCritic:
         )  # [2T, E, N, A], [2T, E, N]
         (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]
         q_taken = take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
+        q_joint = take_action(self.network.apply(head, inputs_both[:t], traj.action), traj.action)  # Q(s, a_i, a_-i)
         values = MarginalValues(
             q_taken=q_taken,
             v_now=expected_value(q_now, probs_now),  # V^_i(s_t)
             v_final=expected_value(q_final, probs_final),  # V^_i(s'_t), s' before any reset
             ended=traj.terminated | traj.truncated,
+            q_joint=q_joint,
         )
-        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, lambda_returns_of(cfg, traj))
+        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, td_lambda_of(cfg, traj))
         if cfg.critic_target == "joint":
             # Regressed at the joint action taken: the loss needs no K samples (see ``predict``).
-            head_now = inputs_both[:t]
-            prediction, samples = take_action(self.network.apply(head, head_now, traj.action), traj.action), None
+            prediction, samples = q_joint, None
         else:
             prediction, samples = q_taken, samples_both[:t]  # [T, E, K, N]
         return CriticEstimates(

@@ -1,0 +1,133 @@
+"""The control-variate advantage (``perla_cv``, ``perla_cv1``) on an enumerated one-step game: c has zero mean
+whatever the critic, the policy gradient stays unbiased, and its variance falls with K where the others' actions
+matter. Exact answers come from enumerating the 27 joint actions of 3 agents with 3 actions each."""
+
+from __future__ import annotations
+
+import itertools
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from perla_jax import ADVANTAGE_ESTIMATORS, marginalise, sample_joint_actions
+from perla_jax.advantages import MarginalValues, TDLambda
+
+N, A, NOISE, REPS = 3, 3, 1.0, 20_000
+RNG = np.random.default_rng(0)
+PAYOFF = RNG.normal(size=(A,) * N).astype(np.float32)  # the true team reward's mean, R(a_0, a_1, a_2)
+LOGITS = RNG.normal(size=(N, A)).astype(np.float32)
+PROBS = np.exp(LOGITS) / np.exp(LOGITS).sum(axis=1, keepdims=True)
+CRITICS = {
+    "exact": PAYOFF,
+    "wrong": PAYOFF + 2.0 * RNG.normal(size=PAYOFF.shape).astype(np.float32),  # a critic with large errors
+    "noise": 3.0 * RNG.normal(size=PAYOFF.shape).astype(np.float32),  # a critic unrelated to the game
+}
+
+
+def exact_gradient() -> np.ndarray:
+    """d E[R] / d logits, ``[N, A]``: sum over joint actions of pi(a) R(a) (onehot(a_i) - pi_i)."""
+    grad = np.zeros((N, A))
+    for joint in itertools.product(range(A), repeat=N):
+        p = np.prod([PROBS[i, a] for i, a in enumerate(joint)])
+        for i, a in enumerate(joint):
+            grad[i] += p * PAYOFF[joint] * (np.eye(A)[a] - PROBS[i])
+    return grad
+
+
+def draw(key, critic: np.ndarray, k: int):
+    """One replicate of the game: (q_taken, v_now, q_joint, reward, score ``[N, A]``, taken actions ``[N]``)."""
+    table = jnp.asarray(critic)
+    policy = distrax.Categorical(logits=jnp.asarray(LOGITS))
+    k_act, k_noise, k_samples = jax.random.split(key, 3)
+    action = policy.sample(seed=k_act)  # [N]
+    reward = jnp.asarray(PAYOFF)[tuple(action)] + NOISE * jax.random.normal(k_noise)
+    samples = sample_joint_actions(k_samples, policy, k)  # [K, N]
+    q_fn = lambda i, joint: table[tuple(joint)]
+    q_hat = jax.vmap(lambda b: marginalise(q_fn, jnp.full((N,), b), samples))(jnp.arange(A))  # [A(own), N]
+    q_taken = marginalise(q_fn, action, samples)  # [N]
+    v_now = jnp.sum(q_hat.T * jnp.asarray(PROBS), axis=-1)  # [N]
+    score = jax.nn.one_hot(action, A) - jnp.asarray(PROBS)  # d log pi_i(a_i) / d logits_i
+    return q_taken, v_now, jnp.full((N,), table[tuple(action)]), reward, score, action
+
+
+def advantages(batch, advantage: str) -> np.ndarray:
+    """The registered estimator on all replicates at once, as one rollout ``[T=1, E=R, N]``: ``[R, N]``."""
+    q_taken, v_now, q_joint, reward, _, _ = batch
+    ends = jnp.ones((1, q_taken.shape[0]), bool)  # every episode terminates after its one step
+    values = MarginalValues(q_taken=q_taken[None], v_now=v_now[None], v_final=jnp.zeros_like(v_now)[None],
+                            ended=ends, q_joint=q_joint[None])
+    td = TDLambda(rewards=jnp.broadcast_to(reward[:, None], q_taken.shape)[None], terminated=ends, ended=ends,
+                  gamma=0.99, lam=0.95)
+    return np.asarray(ADVANTAGE_ESTIMATORS[advantage](values, td)[1][0])
+
+
+@pytest.fixture(scope="module")
+def batches():
+    """``get(critic, k)`` -> the replicates' arrays (leading axis R), cached."""
+    cache = {}
+
+    def get(critic: str, k: int):
+        if (critic, k) not in cache:
+            keys = jax.random.split(jax.random.PRNGKey(k), REPS)
+            cache[critic, k] = jax.jit(jax.vmap(lambda key: draw(key, CRITICS[critic], k)))(keys)
+        return cache[critic, k]
+
+    return get
+
+
+def gradients(batch, advantage: str) -> np.ndarray:
+    """Per replicate, the policy-gradient estimate A_i grad log pi_i(a_i): ``[R, N, A]``."""
+    return advantages(batch, advantage)[:, :, None] * np.asarray(batch[4])
+
+
+@pytest.mark.parametrize("critic", sorted(CRITICS))
+def test_c_has_zero_mean_given_the_own_action_whatever_the_critic(batches, critic):
+    q_taken, _, q_joint, _, _, actions = map(np.asarray, batches(critic, 4))
+    c = q_joint - q_taken
+    for i in range(N):
+        for b in range(A):
+            picked = c[actions[:, i] == b, i]
+            assert abs(picked.mean()) < 4 * picked.std() / np.sqrt(picked.size) + 1e-6, (critic, i, b)
+
+
+@pytest.mark.parametrize("critic", ["exact", "wrong"])
+@pytest.mark.parametrize("advantage", ["td", "perla_cv1"])
+def test_policy_gradient_is_unbiased_whatever_the_critic(batches, critic, advantage):
+    grads = gradients(batches(critic, 4), advantage)
+    se = grads.std(axis=0) / np.sqrt(REPS)
+    assert np.all(np.abs(grads.mean(axis=0) - exact_gradient()) < 4 * se + 1e-6)
+
+
+def _variance(grads: np.ndarray) -> float:
+    """Trace of the covariance of the gradient estimates over replicates."""
+    return float(grads.reshape(REPS, -1).var(axis=0).sum())
+
+
+def test_variance_falls_with_k_and_below_td_with_a_good_critic(batches):
+    td = _variance(gradients(batches("exact", 16), "td"))
+    cv = {k: _variance(gradients(batches("exact", k), "perla_cv1")) for k in (1, 16)}
+    # Measured 2026-11-26 (20,000 replicates, so each trace carries about 1-2% sampling error): td 3.31;
+    # perla_cv1 2.72 at K=1 and 2.07 at K=16. What remains is the reward noise and the own action's share.
+    assert cv[16] < 0.85 * cv[1] and cv[16] < 0.75 * td, (td, cv)
+
+
+@pytest.mark.parametrize("critic, low, high", [("exact", 0.7, 1.0), ("noise", 0.0, 0.2)])
+def test_auto_beta_trusts_a_good_critic_and_ignores_a_useless_one(batches, critic, low, high):
+    batch = batches(critic, 16)
+    c = np.asarray(batch[2] - batch[0])
+    diff = advantages(batch, "td") - advantages(batch, "perla_cv")  # = beta * c, one beta for the batch
+    beta = float((diff * c).sum() / (c * c).sum())
+    assert low <= beta <= high, beta
+    np.testing.assert_allclose(diff, beta * c, atol=1e-4)
+
+
+def test_auto_beta_never_does_worse_than_td_when_beta_one_does(batches):
+    """With a critic whose errors in the others' actions are large, beta = 1 adds those errors to every
+    advantage; auto keeps the variance at or below td's (measured 2026-11-26, K=16: td 3.80, beta 1 10.52,
+    auto 3.64 with beta 0.14)."""
+    batch = batches("wrong", 16)
+    td, one, auto = (_variance(gradients(batch, name)) for name in ("td", "perla_cv1", "perla_cv"))
+    assert one > 2 * td and auto <= 1.01 * td, (td, one, auto)
