@@ -131,13 +131,14 @@ def interleaved(specs: list[dict], rounds: int, options: dict | None = None) -> 
 
 
 def format_interleaved(rows: list[dict]) -> str:
-    lines = ["| algo | K | critic action layer | seeds | steps/s (median) | vs first row: median (min-max) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| algo | K | critic action layer | critic target | seeds | steps/s (median) | vs first row: median (min-max) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         perla = r["algo"].startswith("perla")
         layer = r["base"].get("critic_action_layer", _default_layer()) if perla else "-"
+        target = r["base"].get("critic_target", "marginal") if perla else "-"
         lines.append(
-            f"| {r['algo']} | {r['k'] if perla else '-'} | {layer} | {r['seeds']} | {r['median']:,.0f} | "
+            f"| {r['algo']} | {r['k'] if perla else '-'} | {layer} | {target} | {r['seeds']} | {r['median']:,.0f} | "
             f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
         )
     return "\n".join(lines)
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--action-layers", nargs="+", default=["first", "last"], help="critic_action_layer values for perla_* algos"
     )
+    p.add_argument("--critic-targets", nargs="+", default=["marginal"],
+                   help="critic_target values for perla_* rows of --interleaved (marginal, joint)")
     p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
     p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                    help='Config fields for every row, e.g. \'{"env": "smax", "map_name": "2s3z"}\' (default: MPE)')
@@ -299,8 +302,9 @@ def _main_interleaved(args: argparse.Namespace, argv: list[str] | None) -> None:
     seeds = args.seeds[0]
     specs = [dict(algo="mappo", k=1, seeds=seeds, updates=args.updates, base=dict(args.config))] + [
         dict(algo="perla_mappo", k=16, seeds=seeds, updates=args.updates,
-             base={**args.config, "critic_action_layer": layer})
+             base={**args.config, "critic_action_layer": layer, "critic_target": target})
         for layer in args.action_layers
+        for target in args.critic_targets
     ]
     load_before = os.getloadavg()
     table = format_interleaved(interleaved(specs, args.interleaved))

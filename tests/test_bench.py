@@ -83,14 +83,15 @@ def test_interleaved_rates_and_ratios(bench):
     """Two tiny configs timed alternately: positive rates, the reference's ratio to itself is exactly 1."""
     specs = [
         dict(algo="mappo", k=1, seeds=1, updates=1, base=TINY),
-        dict(algo="perla_mappo", k=2, seeds=1, updates=1, base=dict(TINY, critic_action_layer="last")),
+        dict(algo="perla_mappo", k=2, seeds=1, updates=1, base=dict(TINY, critic_action_layer="last",
+                                                                      critic_target="joint")),
     ]
     rows = bench.interleaved(specs, rounds=2, options=FAST_COMPILE)
     assert rows[0]["ratio"] == rows[0]["ratio_min"] == rows[0]["ratio_max"] == 1.0
     assert all(r["median"] > 0 and r["ratio_min"] <= r["ratio"] <= r["ratio_max"] for r in rows)
     table = _parse_rows(bench.format_interleaved(rows))
-    assert [(r["algo"], r["K"], r["critic action layer"]) for r in table] == [
-        ("mappo", "-", "-"), ("perla_mappo", "2", "last")
+    assert [(r["algo"], r["K"], r["critic action layer"], r["critic target"]) for r in table] == [
+        ("mappo", "-", "-", "-"), ("perla_mappo", "2", "last", "joint")
     ]
 
 
