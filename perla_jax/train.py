@@ -18,6 +18,7 @@ from flax.training.train_state import TrainState
 from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics import Critic, make_critic
+from perla_jax.diagnostics import gradient_spread, per_env_policy_gradients
 from perla_jax.envs.base import MultiAgentEnv
 from perla_jax.envs.registry import make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
@@ -176,6 +177,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             joint_samples=est.joint_samples,
             first=traj.first,
         )
+        grads = per_env_policy_gradients(agents, state.actor.params, traj, est.advantages, state.actor_hidden)
+        pg_var, pg_snr = gradient_spread(grads)
         starts = SequenceStarts(actor=state.actor_hidden, critic=state.critic_hidden) if agents.recurrent else None
         nets, stats = jax.lax.scan(
             lambda n, k: epoch(n, k, batch, starts),
@@ -193,6 +196,9 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             critic_sample_var=est.sample_variance.mean(),
             # Fraction of the episodes that ended in this rollout that were won; NaN without wins (MPE).
             win_rate=traj.won.sum() / num_ended if env.reports_wins else jnp.float32(jnp.nan),
+            # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
+            pg_var=pg_var,
+            pg_snr=pg_snr,
         )
         new_state = RunnerState(
             actor=nets[0],

@@ -25,6 +25,8 @@ METRICS = (
     "clip_frac",
     "critic_sample_var",
     "win_rate",
+    "pg_var",
+    "pg_snr",
 )
 
 
