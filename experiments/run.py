@@ -277,8 +277,7 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
     state = checkpoints.restore_state(manager, plan.start, abstract_state) if plan.start else init(keys)
     state = shard_seeds(state, plan.sharding)
     # Seeds frozen by the divergence guard, {seed: update it diverged at}, carried in the checkpoints.
-    frozen = {int(s): u for s, u in checkpoints.read_meta(manager, plan.start).get("diverged_seeds", {}).items()} \
-        if plan.start else {}
+    frozen = divergence.frozen_from_meta(checkpoints.read_meta(manager, plan.start)) if plan.start else {}
     logger = make_loggers(plan.log_kinds if plan.writer else (), plan.out, cfg)
     steps_per_chunk = cfg.num_seeds * chunk * cfg.batch_size
     bar = Progress(cfg.num_updates * cfg.batch_size * cfg.num_seeds, plan.start * steps_per_chunk // chunk,
@@ -308,7 +307,7 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
             state = divergence.freeze(state, last_finite, sorted(frozen))
             done = first + chunk - 1
             meta = {"config": cfg.to_dict(), "updates_done": done, "num_updates": cfg.num_updates, "chunk_size": chunk,
-                    "diverged_seeds": {str(seed): update for seed, update in frozen.items()}}
+                    **divergence.frozen_meta(frozen)}
             checkpoints.save(manager, state, meta)
             progress["done"] = done
             if cfg.eval_every and done // cfg.eval_every > (done - chunk) // cfg.eval_every:

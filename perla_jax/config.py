@@ -159,11 +159,6 @@ class Config:
                 f"{MAX_INT} (the optimiser counts them in int32)"
             )
         family = env_family(self.env)
-        if family.maps is not None and not self.map_name:  # check_map's message would not name env
-            raise ValueError(
-                f"map_name={self.map_name!r} is invalid with env={self.env!r}: {family.name.upper()} needs a map "
-                f"(--map): allowed are {', '.join(family.maps())}"
-            )
         check_map(self.env, self.map_name)
         if family.continuous and self.critic_target == "joint" and self.uses_q_critic:
             raise ValueError(

@@ -7,9 +7,9 @@ import dataclasses
 import chex
 import jax.numpy as jnp
 
-from perla_jax.advantages import gae, next_step_values
+from perla_jax.advantages import next_step_values
 from perla_jax.config import Config
-from perla_jax.critics.base import or_default, rollout_lead
+from perla_jax.critics.base import or_default, rollout_lead, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.networks.layers import VCritic
 from perla_jax.types import Batch, CriticEstimates, Trajectory
@@ -35,14 +35,10 @@ class ValueCritic:
         t = traj.obs.shape[0]
         head, inputs_both, critic_last = self.inputs.rollout(critic_params, hidden0, traj)  # [2T, E, N, F']
         values, final_values = jnp.split(self.network.apply(head, inputs_both), [t])
-        ended = traj.terminated | traj.truncated  # [T, E]
-        next_values = next_step_values(values, final_values, ended)
-        advantages, returns = gae(
-            traj.reward, values, next_values, traj.terminated[..., None], ended[..., None], self.cfg.gamma,
-            self.cfg.gae_lambda,
-        )
+        td = td_lambda_of(self.cfg, traj)
+        returns = td.returns(next_step_values(values, final_values, td.ended))
         return CriticEstimates(
-            advantages=advantages,
+            advantages=returns - values,  # GAE
             targets=returns,
             old_predictions=values,
             joint_samples=None,

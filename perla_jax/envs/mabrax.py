@@ -36,22 +36,18 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
     continuous = True
 
     @property
-    def action_dims(self) -> tuple[int, ...]:
+    def action_counts(self) -> tuple[int, ...]:
+        """Each agent's action vector length: the base's ``num_actions`` (the padded width ``A``) and
+        ``action_mask`` (``[N, A]``, True on each agent's real dimensions) follow from it."""
         return tuple(int(self.env.action_space(a).shape[0]) for a in self.agents)
 
     @property
+    def action_dims(self) -> tuple[int, ...]:
+        return self.action_counts
+
+    @property
     def action_dim(self) -> int:
-        return max(self.action_dims)
-
-    @property
-    def num_actions(self) -> int:
-        # The width of an agent's action vector; kept under the discrete name for code that sizes arrays.
-        return self.action_dim
-
-    @property
-    def action_mask(self) -> np.ndarray:
-        """``[N, A]`` True on each agent's real action dimensions."""
-        return np.arange(self.action_dim)[None, :] < np.array(self.action_dims)[:, None]
+        return self.num_actions
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Box bounds ``[N, A]`` (padded dimensions get 0; they are dropped before stepping anyway)."""

@@ -47,7 +47,10 @@ def check_map(name: str, map_name: str) -> None:
         return
     allowed = ", ".join(family.maps())
     if not map_name:
-        raise ValueError(f"map_name={map_name!r}: {family.name.upper()} needs a map (--map): allowed are {allowed}")
+        raise ValueError(
+            f"map_name={map_name!r} is invalid with env={name!r}: {family.name.upper()} needs a map (--map): "
+            f"allowed are {allowed}"
+        )
     if map_name not in family.maps():
         raise ValueError(f"map_name={map_name!r} is unknown: allowed are {allowed}")
 

@@ -69,6 +69,16 @@ def find_divergences(
     return found
 
 
+def frozen_meta(frozen: Mapping[int, int]) -> dict[str, dict[str, int]]:
+    """The frozen seeds ``{seed: update}`` as checkpoint metadata (JSON keys are strings)."""
+    return {"diverged_seeds": {str(seed): int(update) for seed, update in frozen.items()}}
+
+
+def frozen_from_meta(meta: Mapping[str, Any]) -> dict[int, int]:
+    """The inverse of ``frozen_meta``; a checkpoint without the entry has no frozen seeds."""
+    return {int(seed): int(update) for seed, update in meta.get("diverged_seeds", {}).items()}
+
+
 def diverged_mask(frozen: Mapping[int, int], num_seeds: int, first_update: int, n: int) -> np.ndarray:
     """``[S, n]`` bool: the updates of a chunk at or after each frozen seed's divergence (``{seed: update}``)."""
     updates = first_update + np.arange(n)
