@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import stats  # a dependency of jax itself
 
 from perla_jax.config import Config
 from perla_jax.outputs import recording
@@ -197,3 +198,18 @@ def plot_runs(runs: Sequence[Run], out: str | Path, metric: str = "return", reps
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out
+
+
+def paired_difference(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, int]:
+    """Mean of ``x - y`` over the seeds where both are finite (common seeds, paired) and the half-width
+    of its t-interval; returns ``(mean, half_width, pairs)`` (half-width NaN with fewer than 2 pairs)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"paired runs need the same seeds: shapes {x.shape} and {y.shape} differ")
+    diff = (x - y)[np.isfinite(x) & np.isfinite(y)]
+    if diff.size == 0:
+        return math.nan, math.nan, 0
+    if diff.size < 2:
+        return float(diff.mean()), math.nan, 1
+    half = stats.t.ppf(0.5 + level / 2, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size)
+    return float(diff.mean()), float(half), int(diff.size)

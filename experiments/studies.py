@@ -1,0 +1,71 @@
+"""The experiments behind BENCHMARKS.md, as data: each study is a set of Configs that differ only in the
+fields compared, trained over common seeds, with one run as the baseline of the paired differences.
+
+``experiments/suite.py`` runs them; a study's ``budgets`` say how many env steps per seed and how many
+seeds make its ``paper`` table, and the ``smoke`` budget shrinks everything so the whole path runs in
+the tests. Adding a study is adding one ``Study`` to ``STUDIES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from perla_jax import Config
+
+BUDGETS = ("smoke", "paper")
+# The smoke budget: two updates of tiny networks over two seeds, whatever the study.
+SMOKE = dict(total_timesteps=2 * 4 * 4, num_envs=4, num_steps=4, num_minibatches=2, update_epochs=1, num_seeds=2,
+             actor_hidden=(8,), critic_hidden=(8, 8))
+
+PERLA_GRID = {  # perla_mappo K=16: critic target x advantage estimator (issue 11, item 5)
+    f"perla_mappo {target} {advantage}": dict(algo="perla_mappo", critic_target=target, advantage=advantage, k=16)
+    for target in ("joint", "marginal")
+    for advantage in ("td", "perla_cv", "perla_cv1", "counterfactual")
+}
+BASELINES = {
+    "mappo": dict(algo="mappo"),
+    "ippo": dict(algo="ippo"),
+    "perla_ippo joint td": dict(algo="perla_ippo", critic_target="joint", advantage="td", k=16),
+}
+# The prototype's setting of issue 11: 4 envs x 16 steps, 2 minibatches, 150 updates of a one-step game.
+CREDIT = dict(env="credit", num_envs=4, num_steps=16, num_minibatches=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str  # also the BENCHMARKS.md section and the runs' folder
+    title: str
+    common: Mapping[str, Any]  # Config fields every run shares
+    runs: Mapping[str, Mapping[str, Any]]  # label -> the fields that differ
+    paper: Mapping[str, Any]  # total_timesteps and num_seeds (at least 8) of the published table
+    baseline: str = "mappo"
+
+    def configs(self, budget: str) -> dict[str, Config]:
+        """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""
+        if budget not in BUDGETS:
+            raise ValueError(f"budget={budget!r} is invalid: allowed are {', '.join(BUDGETS)}")
+        size = SMOKE if budget == "smoke" else self.paper
+        return {label: Config(**{**self.common, **fields, **size}) for label, fields in self.runs.items()}
+
+
+STUDIES: dict[str, Study] = {
+    study.name: study
+    for study in (
+        Study(
+            "defaults-credit8", "Credit-assignment game, N = 8 agents",
+            common=dict(CREDIT, env_kwargs={"num_agents": 8}), runs={**BASELINES, **PERLA_GRID},
+            paper=dict(total_timesteps=150 * 64, num_seeds=8),
+        ),
+        Study(
+            "defaults-credit32", "Credit-assignment game, N = 32 agents",
+            common=dict(CREDIT, env_kwargs={"num_agents": 32}), runs={**BASELINES, **PERLA_GRID},
+            paper=dict(total_timesteps=150 * 64, num_seeds=8),
+        ),
+        Study(
+            "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",
+            common=dict(env="mpe"), runs={**BASELINES, **PERLA_GRID},
+            paper=dict(total_timesteps=1_000_000, num_seeds=8),
+        ),
+    )
+}

@@ -1,0 +1,151 @@
+"""Runs the studies behind BENCHMARKS.md (``experiments/studies.py``) and writes their tables and figures.
+
+    python experiments/suite.py --budget paper --write BENCHMARKS.md            # every study
+    python experiments/suite.py --study defaults-credit8 --budget smoke         # the tests' path
+
+Each run is a run.py run folder ``OUT/<study>/<budget>/<label>``, trained by ``run.py --resume``, so an
+interrupted suite picks up from each run's last checkpoint and skips the runs already finished: nothing
+that was written is lost. A folder whose config.json differs from the study's is refused, not overwritten.
+Child output goes to ``run.log`` in the run folder.
+
+Per run the table gives, over common seeds (seed i of every run uses the same key):
+final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
+(rliable), the paired difference from the study's baseline with a 95% t-interval, the mean return over
+all updates (learning speed), and the mean over updates and seeds of ``pg_var`` and ``pg_snr``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from perla_jax import Config, analysis, recording
+from studies import BUDGETS, STUDIES, Study
+
+RUN_PY = Path(__file__).with_name("run.py")
+FIGURES = Path("docs/figures")
+WALL_FILE = "suite_wall_s.txt"  # seconds each launch of the run took, one line per launch
+
+
+def ensure_folder(folder: Path, cfg: Config) -> bool:
+    """Creates ``folder`` with ``cfg``'s config.json, or checks the one there; True when the run is finished."""
+    if (folder / recording.CONFIG_FILE).is_file():
+        stored = recording.read_config(folder)
+        if stored.to_dict() != cfg.to_dict():
+            raise SystemExit(f"{folder} holds another config ({recording.CONFIG_FILE}): remove it or choose "
+                             f"another --out; stored {stored.to_dict()} != wanted {cfg.to_dict()}")
+        metrics = folder / recording.METRICS_FILE
+        return metrics.is_file() and metrics.stat().st_size > 0 and \
+            recording.read_metrics(metrics)["update"].shape[1] == cfg.num_updates
+    folder.mkdir(parents=True, exist_ok=True)
+    recording.write_config(folder, cfg)
+    return False
+
+
+def train(folder: Path, label: str) -> None:
+    """One run.py child (resuming from the folder's last checkpoint), its output drained into run.log."""
+    start = time.time()
+    with (folder / "run.log").open("ab") as log:
+        code = subprocess.run([sys.executable, str(RUN_PY), "--resume", str(folder), "--keep-checkpoints", "1"],
+                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    with (folder / WALL_FILE).open("a") as f:
+        f.write(f"{time.time() - start:.1f}\n")
+    if code != 0:
+        raise SystemExit(f"run {label!r} failed with exit status {code}; see {folder / 'run.log'}")
+
+
+def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
+    """Trains every run of ``study`` not yet finished; returns label -> run folder."""
+    folders = {}
+    for label, cfg in study.configs(budget).items():
+        folder = out / study.name / budget / label.replace(" ", "_")
+        if not ensure_folder(folder, cfg):
+            print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
+            train(folder, label)
+        folders[label] = folder
+    return folders
+
+
+def wall_seconds(folder: Path) -> float:
+    path = folder / WALL_FILE
+    return sum(float(x) for x in path.read_text().split()) if path.is_file() else math.nan
+
+
+def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
+    """The markdown table of one study."""
+    runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
+    finals = {label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
+    ci_rows = analysis.final_table(list(runs.values()))
+    rows = [
+        f"| run | final return: mean [95% CI] | IQM [95% CI] | minus {study.baseline} (paired, 95% CI) "
+        "| mean return over training | pg_var | pg_snr | critic_sample_var (final) | wall min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (label, run), ci in zip(runs.items(), ci_rows):
+        diff, half, pairs = analysis.paired_difference(finals[label], finals[study.baseline])
+        sample_var = np.nanmean(analysis.final_scores(run.metrics["critic_sample_var"]))
+        rows.append(
+            f"| {label} | {ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}] "
+            f"| {ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}] "
+            + ("| - " if label == study.baseline else f"| {diff:+.3f} ± {half:.3f} ({pairs} seeds) ")
+            + f"| {np.nanmean(run.metrics['return']):.3f} | {np.nanmean(run.metrics['pg_var']):.3g} "
+            f"| {np.nanmean(run.metrics['pg_snr']):.3g} | {sample_var:.2g} | {wall_seconds(folders[label]) / 60:.1f} |"
+        )
+    return rows
+
+
+def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str], figures: Path) -> str:
+    cfg = next(iter(study.configs(budget).values()))
+    figure = figures / f"{study.name}-{budget}.png"
+    analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return "\n".join([
+        f"**{study.title}.** {cfg.total_timesteps:,} env steps per seed "
+        f"({cfg.num_updates} updates of {cfg.num_envs} envs x {cfg.num_steps} steps), {cfg.num_seeds} common "
+        f"seeds, budget `{budget}`. Hyperparameters identical except the columns named in the run label.",
+        "",
+        *study_rows(study, folders),
+        "",
+        f"Learning curves: [{figure.name}]({figure.as_posix()}).  ",
+        f"Command: `python experiments/suite.py {' '.join(argv)}`  ",
+        f"Date: {now:%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
+        f"jax {jax.__version__} on {jax.default_backend()}.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict[str, str]:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", action="append", choices=tuple(STUDIES), help="study to run (repeatable; default all)")
+    p.add_argument("--budget", choices=BUDGETS, required=True, help="smoke: 2 tiny updates; paper: the tables")
+    p.add_argument("--out", type=Path, default=Path("runs/suite"), help="root of the run folders")
+    p.add_argument("--figures", type=Path, default=FIGURES, help="folder of the learning-curve figures")
+    p.add_argument("--write", type=Path, default=None, help="markdown file whose study sections are replaced")
+    args = p.parse_args(argv)
+    studies = [STUDIES[name] for name in (args.study or STUDIES)]
+    for study in studies:  # every Config is validated before anything trains
+        study.configs(args.budget)
+    bodies = {}
+    for study in studies:
+        body = report(study, args.budget, run_study(study, args.budget, args.out), argv, args.figures)
+        if args.write:
+            recording.write_marked_section(args.write, study.name, body)
+        (args.out / study.name / args.budget / "table.md").write_text(body + "\n")
+        print(body, flush=True)
+        bodies[study.name] = body
+    (args.out / "suite.json").write_text(json.dumps({"argv": argv, "studies": list(bodies)}) + "\n")
+    return bodies
+
+
+if __name__ == "__main__":
+    main()
