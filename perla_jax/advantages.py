@@ -185,5 +185,20 @@ def control_variate(values: MarginalValues, td: TDLambda, beta: float | None) ->
     return returns, advantages - beta * c_trace
 
 
+def others_share(values: MarginalValues, td: TDLambda) -> chex.Array:
+    """Share of the one-step TD errors' variance that the others' taken actions explain, as far as the critic
+    models them (the perla-signal metric): the squared correlation over the batch of
+    delta_t = r_t + gamma V^(s'_t) - V^(s_t) with c_t = Q(s_t, a_i,t, a_-i,t) - Q^_i(s_t, a_i,t), i.e. the fraction of
+    Var(delta) that the best multiple of c removes. Near 0 where the others' actions do not move the value (or
+    the critic does not model them); with an exact critic of a one-step game it is
+    sigma^2 / ((1 + 1/K) Var(delta)), sigma^2 = E Var_{a_-i}(Q | s, a_i). A scalar ``[]``."""
+    one_step = dataclasses.replace(td, lam=0.0)
+    delta = one_step.returns(next_step_values(values.v_now, values.v_final, values.ended)) - values.v_now
+    c = values.q_joint - values.q_taken
+    delta, c = delta - delta.mean(), c - c.mean()
+    cov = jnp.mean(delta * c)
+    return cov**2 / (jnp.mean(delta**2) * jnp.mean(c**2) + 1e-12)
+
+
 register_advantage("perla_cv")(functools.partial(control_variate, beta=None))
 register_advantage("perla_cv1")(functools.partial(control_variate, beta=1.0))

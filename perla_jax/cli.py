@@ -51,7 +51,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "critic_hidden": "critic hidden layer sizes, comma-separated",
     "critic_action_layer": "Q-critic hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
     "critic_target": "what the PERLA Q-critic regresses: marginal (Algorithm 1: the K-sample mean Q^) or joint "
-    "(Q at the joint action taken; discrete actions)",
+    "(Q at the joint action taken)",
     "activation": "hidden-layer activation",
     "network": "ff (MLPs) or rnn (GRU after the first layer; sequence minibatches); default: rnn on SMAX, ff elsewhere",
     "actor_agent_id": "append a one-hot agent id to actor observations",

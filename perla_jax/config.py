@@ -34,8 +34,8 @@ class Config:
     marginal V^ either way): ``marginal`` (Algorithm 1 read literally) regresses the K-sample mean Q^_i(s, a_i),
     which learns to ignore the others' actions (a squared loss through a mean over independent samples of a_-i
     is minimised by a critic that does not depend on them); ``joint`` regresses Q(s, a_i, a_-i) at the joint
-    action taken, the critic the theorems assume, and needs no K samples in the minibatch loss. Discrete actions
-    only for now.
+    action taken (for Box actions, the real action vectors), the critic the theorems assume, and needs no K
+    samples in the minibatch loss.
 
     ``critic_action_layer`` is the hidden layer of the PERLA Q-critic that the others' one-hot actions
     feed: ``first`` is COMA's layout (actions beside the state at the input), ``last`` fuses them into
@@ -160,10 +160,6 @@ class Config:
             )
         family = env_family(self.env)
         check_map(self.env, self.map_name)
-        if family.continuous and self.critic_target == "joint" and self.uses_q_critic:
-            raise ValueError(
-                f"critic_target='joint' is not built yet for continuous-action env={self.env!r}: allowed is 'marginal'"
-            )
         self._check_network(family.default_network, family.continuous)
 
     def _check_network(self, default_network: str, continuous: bool) -> None:

@@ -199,6 +199,7 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
             pg_var=pg_var,
             pg_snr=pg_snr,
+            others_share=est.others_share,
         )
         new_state = RunnerState(
             actor=nets[0],

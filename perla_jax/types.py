@@ -27,6 +27,7 @@ METRICS = (
     "win_rate",
     "pg_var",
     "pg_snr",
+    "others_share",
 )
 
 
@@ -85,6 +86,9 @@ class CriticEstimates:
     old_predictions: chex.Array  # [T, E, N] the critic's prediction at rollout time (for value clipping)
     joint_samples: chex.Array | None  # [T, E, K, N(, A)] samples the critic prediction marginalises over
     sample_variance: chex.Array  # [T, E, N] variance over K of Q(s, a_i, a_-i^(k)) at the taken action
+    # [] share of the one-step TD errors' variance the others' actions explain (advantages.others_share); NaN
+    # for critics without the others' actions
+    others_share: chex.Array
     critic_hidden: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state after the rollout
 
 

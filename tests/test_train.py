@@ -47,9 +47,12 @@ def test_shapes_and_finite_metrics(trained):
     assert set(metrics) == set(METRICS)
     for name, value in metrics.items():
         assert value.shape == (SEEDS, cfg.num_updates), name
-        if name != "win_rate":
+        if name not in ("win_rate", "others_share"):
             assert np.all(np.isfinite(value)), name
     assert np.all(np.isnan(metrics["win_rate"]))  # MPE episodes cannot be won
+    # The perla-signal share is a squared correlation; a V-critic has no others' actions to explain anything with.
+    share = metrics["others_share"]
+    assert np.all((share >= 0) & (share <= 1)) if cfg.uses_q_critic else np.all(np.isnan(share))
     np.testing.assert_array_equal(metrics["env_steps"][0], [128, 256])
     np.testing.assert_array_equal(metrics["episode_length"], 26.0)
     state = out["runner_state"]

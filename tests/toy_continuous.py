@@ -54,3 +54,28 @@ class ToyContinuous(MultiAgentEnv):
         dones = {"a": done, "b": done, "__all__": done}
         info = {"truncation": (time_up & ~terminal).astype(jnp.float32)}
         return self.get_obs(state), state, rewards, dones, info
+
+
+class BilinearGame(MultiAgentEnv):
+    """A one-step two-agent game on Box actions in [-1, 1] whose team reward is the product of the two actions:
+    the true joint action value is Q(s, a_0, a_1) = a_0 a_1 (clipped actions), which a critic that ignores the
+    other's action cannot represent, and whose mean over a zero-mean other is 0."""
+
+    def __init__(self):
+        super().__init__(num_agents=2)
+        self.agents = ["a", "b"]
+        self.max_steps = 1
+        self.observation_spaces = {a: spaces.Box(0.0, 1.0, (1,)) for a in self.agents}
+        self.action_spaces = {a: spaces.Box(-1.0, 1.0, (1,)) for a in self.agents}
+
+    def reset(self, key):
+        return self.get_obs(None), jnp.zeros((), jnp.int32)
+
+    def get_obs(self, state):
+        return {a: jnp.ones((1,)) for a in self.agents}
+
+    def step_env(self, key, state, actions):
+        reward = actions["a"][0] * actions["b"][0]
+        done = jnp.ones((), bool)
+        return (self.get_obs(state), state, {a: reward for a in self.agents}, {"a": done, "b": done, "__all__": done},
+                {"truncation": jnp.zeros((), bool)})  # brax's convention: the episode terminates

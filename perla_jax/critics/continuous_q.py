@@ -14,7 +14,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues
+from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, others_share
 from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics.base import td_lambda_of
@@ -97,19 +97,29 @@ class ContinuousQCritic:
         q_taken = jnp.split(per_sample[..., 0, :].mean(axis=-1), [t])[0]  # Q^_i(s, a_i) [T, E, N]
         v_now, v_final = jnp.split(per_sample[..., 1:, :].mean(axis=(-2, -1)), [t])  # V^_i(s) [T, E, N]
         # Q(s, a_i, a_-i) at the joint action taken: the taken actions as the one joint sample and the own sample.
-        q_joint = self.q_samples(critic_params, traj.obs, traj.state, traj.action[..., None, :, :],
-                                 traj.action[..., None, :])[..., 0, 0]
+        q_joint = self.q_joint(critic_params, traj.obs, traj.state, traj.action)
         values = MarginalValues(q_taken=q_taken, v_now=v_now, v_final=v_final, ended=traj.terminated | traj.truncated,
                                 q_joint=q_joint)
-        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, td_lambda_of(cfg, traj))
+        td = td_lambda_of(cfg, traj)
+        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, td)
+        joint = cfg.critic_target == "joint"  # regressed at the joint action taken: no K samples in the loss
         return CriticEstimates(
             advantages=advantages,
             targets=returns,
-            old_predictions=q_taken,
-            joint_samples=samples_both[:t],
+            old_predictions=q_joint if joint else q_taken,
+            joint_samples=None if joint else samples_both[:t],
             sample_variance=per_sample[:t, ..., 0, :].var(axis=-1),
+            others_share=others_share(values, td),
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
+        """``critic_target="joint"``: Q(s, a_i, a_-i) at the real joint action taken (the taken actions as the one
+        joint sample); ``"marginal"``: the K-sample mean Q^_i(s, a_i), as for discrete actions."""
         del start_hidden  # feed-forward only
+        if self.cfg.critic_target == "joint":
+            return self.q_joint(params, mb.obs, mb.state, mb.action)
         return self.q_taken(params, mb.obs, mb.state, mb.joint_samples, mb.action)
+
+    def q_joint(self, params, obs: chex.Array, state: chex.Array, actions: chex.Array) -> chex.Array:
+        """Q(s, a_i, a_-i) at the joint action ``[..., N, A]``: ``[..., N]``."""
+        return self.q_samples(params, obs, state, actions[..., None, :, :], actions[..., None, :])[..., 0, 0]

@@ -9,7 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, expected_value, take_action
+from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, expected_value, others_share, take_action
 from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics.base import or_default, rollout_lead, td_lambda_of
@@ -65,7 +65,8 @@ class DiscreteQCritic:
             ended=traj.terminated | traj.truncated,
             q_joint=q_joint,
         )
-        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, td_lambda_of(cfg, traj))
+        td = td_lambda_of(cfg, traj)
+        returns, advantages = ADVANTAGE_ESTIMATORS[cfg.advantage](values, td)
         if cfg.critic_target == "joint":
             # Regressed at the joint action taken: the loss needs no K samples (see ``predict``).
             prediction, samples = q_joint, None
@@ -77,6 +78,7 @@ class DiscreteQCritic:
             old_predictions=prediction,
             joint_samples=samples,
             sample_variance=q_var,
+            others_share=others_share(values, td),
             critic_hidden=critic_last,
         )
 

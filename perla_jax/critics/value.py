@@ -43,6 +43,7 @@ class ValueCritic:
             old_predictions=values,
             joint_samples=None,
             sample_variance=jnp.zeros_like(values),
+            others_share=jnp.float32(jnp.nan),  # a V-critic never sees the others' actions
             critic_hidden=critic_last,
         )
 
