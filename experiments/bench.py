@@ -91,18 +91,26 @@ def measure(
         state = jax.block_until_ready(compiled(state))
         rates.append(steps / (time.perf_counter() - t0))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    device_stats = jax.devices()[0].memory_stats() or {}  # None on CPU
     return {
         "algo": algo, "K": k if algo.startswith("perla") else None, "seeds": seeds, "updates": updates,
         "layer": (base or {}).get("critic_action_layer", _default_layer()) if algo.startswith("perla") else None,
         "median": statistics.median(rates), "min": min(rates), "max": max(rates),
         "compile_s": compile_s, "peak_mib": peak_mib,
+        "peak_device_mib": device_stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in device_stats else None,
+        "critic_target": cfg_field(base, "critic_target") if algo.startswith("perla") else None,
     }
 
 
 def _default_layer() -> str:
+    return cfg_field(None, "critic_action_layer")
+
+
+def cfg_field(base: dict | None, name: str):
+    """``base[name]`` where given, else the Config default (a dataclass field's default is its class attribute)."""
     from perla_jax import Config
 
-    return Config.critic_action_layer  # a dataclass field's default is its class attribute
+    return (base or {}).get(name, getattr(Config, name))
 
 
 def interleaved(specs: list[dict], rounds: int, options: dict | None = None) -> list[dict]:

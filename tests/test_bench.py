@@ -106,3 +106,38 @@ def test_grid_specs_carry_the_config_into_every_row(bench):
                                                     (bench.RANDOM, 1)]
     assert all(s["base"]["env"] == "smax" and s["base"]["map_name"] == "2s3z" for s in specs)
     assert [s["base"].get("critic_action_layer") for s in specs] == [None, "last", "last", None]
+
+
+@pytest.fixture(scope="module")
+def bench_device():
+    import sys
+
+    sys.path.insert(0, str(BENCH_PATH.parent))  # bench_device imports bench as a sibling script
+    spec = importlib.util.spec_from_file_location("bench_device", BENCH_PATH.with_name("bench_device.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(240)
+def test_device_suite_writes_every_row_at_a_tiny_size(bench_device, tmp_path):
+    out = tmp_path / "device.json"
+    result = bench_device.main(["--seeds", "1", "--ks", "2", "--tiny", "--updates", "1", "--repeats", "1",
+                                "--out", str(out)])
+    import json
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(r["algo"], r["K"], r["seeds"]) for r in result["rows"]] == [("mappo", None, 1), ("perla_mappo", 2, 1)]
+    for row in result["rows"]:
+        assert row["median"] > 0 and row["compile_s"] > 0 and row["peak_mib"] > 0
+        assert row["peak_device_mib"] is None  # the CPU reports no device memory
+    assert result["rows"][1]["critic_target"] in ("joint", "marginal") and result["skipped"] == []
+    assert result["extrapolated"] is None  # no 32-seed K=16 row at this size
+
+
+def test_device_suite_extrapolates_and_skips_past_its_budget(bench_device, tmp_path):
+    row = dict(algo="perla_mappo", K=16, seeds=32, median=1e6, compile_s=20.0)
+    # 32 seeds x 1e7 steps at 1e6 steps/s is 320 s, plus the compile.
+    assert bench_device.extrapolate([row])["wall_s"] == pytest.approx(340.0)
+    result = bench_device.main(["--budget-s", "-1", "--out", str(tmp_path / "none.json")])
+    assert result["rows"] == [] and len(result["skipped"]) == 3 * 4  # 3 seed counts x (mappo + 3 K)
