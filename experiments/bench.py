@@ -144,7 +144,7 @@ def format_interleaved(rows: list[dict]) -> str:
     for r in rows:
         perla = r["algo"].startswith("perla")
         layer = r["base"].get("critic_action_layer", _default_layer()) if perla else "-"
-        target = r["base"].get("critic_target", "marginal") if perla else "-"
+        target = r["base"].get("critic_target", cfg_field(None, "critic_target")) if perla else "-"
         lines.append(
             f"| {r['algo']} | {r['k'] if perla else '-'} | {layer} | {target} | {r['seeds']} | {r['median']:,.0f} | "
             f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--action-layers", nargs="+", default=["first", "last"], help="critic_action_layer values for perla_* algos"
     )
-    p.add_argument("--critic-targets", nargs="+", default=["marginal"],
+    p.add_argument("--critic-targets", nargs="+", default=["joint", "marginal"],
                    help="critic_target values for perla_* rows of --interleaved (marginal, joint)")
     p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
     p.add_argument("--config", type=json.loads, default={}, metavar="JSON",

@@ -29,7 +29,7 @@ TINY = dict(num_envs=4, num_steps=16, total_timesteps=64 * 3, k=4, actor_hidden=
             num_minibatches=2, update_epochs=2)
 RUNS = {
     "mpe_perla_td": dict(),
-    "mpe_perla_counterfactual": dict(advantage="counterfactual"),
+    "mpe_perla_cv": dict(advantage="perla_cv"),
     "mpe_perla_sarsa": dict(advantage="sarsa"),
     "mpe_perla_first_layer": dict(critic_action_layer="first"),
     "mpe_perla_ippo": dict(algo="perla_ippo"),

@@ -21,7 +21,7 @@ SMOKE = dict(total_timesteps=2 * 4 * 4, num_envs=4, num_steps=4, num_minibatches
 PERLA_GRID = {  # perla_mappo K=16: critic target x advantage estimator (issue 11, item 5)
     f"perla_mappo {target} {advantage}": dict(algo="perla_mappo", critic_target=target, advantage=advantage, k=16)
     for target in ("joint", "marginal")
-    for advantage in ("td", "perla_cv", "perla_cv1", "counterfactual")
+    for advantage in ("td", "perla_cv", "perla_cv1")  # counterfactual: retired 2026-11-26, see README
 }
 BASELINES = {
     "mappo": dict(algo="mappo"),
@@ -40,6 +40,7 @@ class Study:
     runs: Mapping[str, Mapping[str, Any]]  # label -> the fields that differ
     paper: Mapping[str, Any]  # total_timesteps and num_seeds (at least 8) of the published table
     baseline: str = "mappo"
+    against_k: bool = False  # labels end in " K=<k>": also plot final return and pg_var against K
 
     def configs(self, budget: str) -> dict[str, Config]:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""

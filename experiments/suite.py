@@ -3,10 +3,10 @@
     python experiments/suite.py --budget paper --write BENCHMARKS.md            # every study
     python experiments/suite.py --study defaults-credit8 --budget smoke         # the tests' path
 
-Each run is a run.py run folder ``OUT/<study>/<budget>/<label>``, trained by ``run.py --resume``, so an
-interrupted suite picks up from each run's last checkpoint and skips the runs already finished: nothing
-that was written is lost. A folder whose config.json differs from the study's is refused, not overwritten.
-Child output goes to ``run.log`` in the run folder.
+Each run is a run.py run folder ``OUT/<budget>/<label>-<hash of its Config>``, trained by ``run.py --resume``,
+so an interrupted suite picks up from each run's last checkpoint and skips the runs already finished: nothing
+that was written is lost, and a Config that two studies share is trained once. Child output goes to ``run.log``
+in the run folder.
 
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import platform
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from perla_jax import Config, analysis, recording
 from studies import BUDGETS, STUDIES, Study
@@ -64,11 +67,17 @@ def train(folder: Path, label: str) -> None:
         raise SystemExit(f"run {label!r} failed with exit status {code}; see {folder / 'run.log'}")
 
 
+def run_folder(out: Path, budget: str, label: str, cfg: Config) -> Path:
+    """``OUT/<budget>/<label>-<first 10 hex digits of the SHA-256 of the Config's JSON>``."""
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return out / budget / f"{label.replace(' ', '_').replace('=', '')}-{digest}"
+
+
 def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
     """Trains every run of ``study`` not yet finished; returns label -> run folder."""
     folders = {}
     for label, cfg in study.configs(budget).items():
-        folder = out / study.name / budget / label.replace(" ", "_")
+        folder = run_folder(out, budget, label, cfg)
         if not ensure_folder(folder, cfg):
             print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
             train(folder, label)
@@ -104,10 +113,45 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     return rows
 
 
+def plot_against_k(folders: dict[str, Path], out: Path) -> Path:
+    """Final return and pg_var (per seed its mean over updates) against K, mean and 95% t-interval over seeds,
+    one line per run family (the label before `` K=``), K on a log axis."""
+    fig = Figure(figsize=(10.0, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    families: dict[str, list[tuple[int, analysis.Run]]] = {}
+    for label, folder in folders.items():
+        run = analysis.load_run(folder)
+        families.setdefault(label.rsplit(" K=", 1)[0], []).append((run.cfg.k, run))
+    for family, members in families.items():
+        members.sort(key=lambda m: m[0])
+        ks = [k for k, _ in members]
+        for ax, name, per_seed in ((axes[0], "final return", lambda r: analysis.final_scores(r.metrics["return"])),
+                                   (axes[1], "pg_var", lambda r: np.nanmean(r.metrics["pg_var"], axis=1))):
+            stats = [analysis.t_interval(per_seed(run)) for _, run in members]
+            mean, half = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
+            ax.errorbar(ks, mean, yerr=half, marker="o", capsize=3, label=family)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("K (joint-action samples)")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("mean over seeds, 95% t-interval")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
 def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str], figures: Path) -> str:
     cfg = next(iter(study.configs(budget).values()))
     figure = figures / f"{study.name}-{budget}.png"
-    analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure)
+    analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure, labels=list(folders))
+    extra = []
+    if study.against_k:
+        k_figure = plot_against_k(folders, figures / f"{study.name}-{budget}-k.png")
+        extra = [f"Final return and pg_var against K: [{k_figure.name}]({k_figure.as_posix()}).  "]
     now = datetime.datetime.now(datetime.timezone.utc)
     return "\n".join([
         f"**{study.title}.** {cfg.total_timesteps:,} env steps per seed "
@@ -117,6 +161,7 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
         *study_rows(study, folders),
         "",
         f"Learning curves: [{figure.name}]({figure.as_posix()}).  ",
+        *extra,
         f"Command: `python experiments/suite.py {' '.join(argv)}`  ",
         f"Date: {now:%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
         f"jax {jax.__version__} on {jax.default_backend()}.",
@@ -140,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         body = report(study, args.budget, run_study(study, args.budget, args.out), argv, args.figures)
         if args.write:
             recording.write_marked_section(args.write, study.name, body)
-        (args.out / study.name / args.budget / "table.md").write_text(body + "\n")
+        (args.out / args.budget / f"{study.name}.md").write_text(body + "\n")
         print(body, flush=True)
         bodies[study.name] = body
     (args.out / "suite.json").write_text(json.dumps({"argv": argv, "studies": list(bodies)}) + "\n")

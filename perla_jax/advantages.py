@@ -140,14 +140,6 @@ def register_advantage(name: str) -> Callable[[AdvantageEstimator], AdvantageEst
     return register
 
 
-@register_advantage("counterfactual")
-def counterfactual(values: MarginalValues, td: TDLambda) -> tuple[chex.Array, chex.Array]:
-    """COMA's baseline with PERLA's marginal: A = Q^_i(s, a_i) - sum_b pi_i(b) Q^_i(s, b); the critic regresses
-    onto TD(lambda) returns bootstrapped on V^."""
-    returns = td.returns(next_step_values(values.v_now, values.v_final, values.ended))
-    return returns, values.q_taken - values.v_now
-
-
 @register_advantage("td")
 def td_error(values: MarginalValues, td: TDLambda) -> tuple[chex.Array, chex.Array]:
     """GAE over r + gamma V^(s') - V^(s)."""

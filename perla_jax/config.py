@@ -87,7 +87,7 @@ class Config:
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (64, 64)
     critic_action_layer: str = "last"
-    critic_target: str = "marginal"
+    critic_target: str = "joint"
     activation: str = "tanh"
     network: str = ""
     actor_agent_id: bool = False

@@ -81,28 +81,35 @@ def test_next_step_values_uses_final_value_only_at_ends_and_last_step():
     np.testing.assert_array_equal(next_step_values(values, final, ended)[:, 0, 0], [1.0, 11.0, 3.0, 13.0])
 
 
-def counterfactual_advantage(q, p, actions):
-    """The registered ``counterfactual`` estimator's advantage at one state: Q^ at the action minus its
-    expectation under the policy (its returns, not checked here, need a rollout)."""
-    values = MarginalValues(
-        q_taken=take_action(q, actions), v_now=expected_value(q, p), v_final=jnp.zeros(q.shape[:-1]),
-        ended=jnp.zeros(q.shape[:-2], bool), q_joint=jnp.zeros(q.shape[:-1]),
-    )
-    ends = jnp.zeros(q.shape[:-2], bool)
-    td = TDLambda(rewards=jnp.zeros(q.shape[:-1]), terminated=ends, ended=ends, gamma=0.9, lam=0.9)
-    return ADVANTAGE_ESTIMATORS["counterfactual"](values, td)[1]
+def one_step_advantages(name: str, q_taken, v_now, q_joint, reward):
+    """The registered estimator on one-step episodes (every step terminates), one per environment ``[E, N]``."""
+    shape = q_taken.shape
+    ends = jnp.ones(shape[:1], bool)[None]
+    values = MarginalValues(q_taken=q_taken[None], v_now=v_now[None], v_final=jnp.zeros(shape)[None], ended=ends,
+                            q_joint=q_joint[None])
+    td = TDLambda(rewards=reward[None], terminated=ends, ended=ends, gamma=0.9, lam=0.9)
+    returns, advantages = ADVANTAGE_ESTIMATORS[name](values, td)
+    return returns[0], advantages[0]
 
 
-def test_counterfactual_advantage_by_hand_and_zero_mean_under_policy():
-    q = jnp.array([[1.0, 3.0, -2.0]])
-    p = jnp.array([[0.5, 0.25, 0.25]])
-    baseline = 0.5 + 0.75 - 0.5
-    assert float(expected_value(q, p)[0]) == pytest.approx(baseline)
-    for a in range(3):
-        assert float(counterfactual_advantage(q, p, jnp.array([a]))[0]) == pytest.approx(float(q[0, a]) - baseline)
-    mean_adv = sum(float(p[0, a]) * float(counterfactual_advantage(q, p, jnp.array([a]))[0]) for a in range(3))
-    assert mean_adv == pytest.approx(0.0, abs=1e-7)
-    np.testing.assert_array_equal(take_action(q, jnp.array([1])), [3.0])
+def test_control_variate_advantages_by_hand_on_one_step_episodes():
+    # Two environments, one agent: on a one-step episode the lambda-return is the reward, td's advantage r - V^,
+    # and the control variate subtracts beta c with c = Q(s, a_i, a_-i) - Q^_i(s, a_i).
+    q_taken, v_now = jnp.array([[1.0], [0.0]]), jnp.array([[0.5], [0.5]])
+    q_joint, reward = jnp.array([[3.0], [-1.0]]), jnp.array([[2.0], [-1.0]])
+    td_adv = np.array([[1.5], [-1.5]])
+    c = np.array([[2.0], [-1.0]])
+    for name, beta in (("td", 0.0), ("perla_cv1", 1.0)):
+        returns, adv = one_step_advantages(name, q_taken, v_now, q_joint, reward)
+        np.testing.assert_allclose(returns, reward)
+        np.testing.assert_allclose(adv, td_adv - beta * c, rtol=1e-6)
+    # auto: beta = Cov(A, C) / Var(C) over the batch = ((1.5)(1.5) + (-1.5)(-1.5)) / (1.5^2 + 1.5^2) = 1 (C centred
+    # is [1.5, -1.5]), clipped to [0, 1]; with c's sign flipped the covariance is negative and beta clips to 0.
+    np.testing.assert_allclose(one_step_advantages("perla_cv", q_taken, v_now, q_joint, reward)[1], td_adv - c,
+                               rtol=1e-5)
+    flipped = 2 * q_taken - q_joint  # c -> -c
+    np.testing.assert_allclose(one_step_advantages("perla_cv", q_taken, v_now, flipped, reward)[1], td_adv,
+                               rtol=1e-6)
 
 
 def test_ppo_actor_loss_at_ratio_one_and_when_clipped():

@@ -137,3 +137,23 @@ def test_missing_or_empty_run_folder_is_a_clear_error(tmp_path, capsys):
 def test_unknown_metric_is_refused(runs):
     with pytest.raises(ValueError, match=r"metric='reward' is invalid: allowed are return, "):
         analysis.final_table([analysis.load_run(runs[0])], metric="reward")
+
+
+def test_a_metric_column_added_later_reads_as_nan(tmp_path):
+    # A run written before others_share existed still loads; the missing metric is NaN, the others are read.
+    columns = [c for c in recording.COLUMNS if c != "others_share"]
+    rows = [{c: (s if c == "seed" else u if c == "update" else 0.5) for c in columns} for u in (1, 2) for s in (0, 1)]
+    path = tmp_path / "metrics.csv"
+    path.write_text(",".join(columns) + "\n" + "".join(",".join(str(r[c]) for c in columns) + "\n" for r in rows))
+    metrics = recording.read_metrics(path)
+    assert np.all(np.isnan(metrics["others_share"])) and metrics["others_share"].shape == (2, 2)
+    np.testing.assert_array_equal(metrics["return"], 0.5)
+
+
+def test_paired_difference_by_hand():
+    x, y = np.array([1.0, 2.0, 4.0, np.nan]), np.array([0.0, 1.0, 1.0, 5.0])
+    mean, half, pairs = analysis.paired_difference(x, y)  # differences 1, 1, 3 over the 3 common finite seeds
+    assert pairs == 3 and mean == pytest.approx(5 / 3)
+    assert half == pytest.approx(scipy.stats.t.ppf(0.975, 2) * np.std([1, 1, 3], ddof=1) / np.sqrt(3))
+    with pytest.raises(ValueError, match="same seeds"):
+        analysis.paired_difference(x, y[:3])

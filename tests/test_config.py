@@ -11,7 +11,7 @@ from perla_jax import Config, make_env, resolve_env_name
         ({"k": 0}, ["k=0", ">= 1"]),
         ({"k": 2.5}, ["k=2.5", "integer"]),
         ({"algo": "qmix"}, ["algo='qmix'", "perla_mappo", "mappo", "ippo"]),
-        ({"advantage": "gae"}, ["advantage='gae'", "counterfactual", "td", "sarsa"]),
+        ({"advantage": "gae"}, ["advantage='gae'", "td", "sarsa", "perla_cv"]),
         ({"critic_action_layer": "middle"}, ["critic_action_layer='middle'", "first", "last"]),
         ({"eval_every": -1}, ["eval_every=-1", ">= 0"]),
         ({"eval_episodes": 0}, ["eval_episodes=0", ">= 1"]),

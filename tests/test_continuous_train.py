@@ -132,8 +132,11 @@ def test_greedy_evaluation_of_a_zero_policy_matches_the_closed_form(toy):
 
 def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_input(toy):
     """old_predictions (used for value clipping) is the prediction the critic loss regresses, at the same
-    parameters; with the action weights zeroed Q^ = V^ exactly, so the counterfactual advantage is 0."""
-    cfg = Config(algo="perla_mappo", advantage="counterfactual", **TINY)
+    parameters; with the action weights zeroed Q(s, a_i, a_-i) = Q^ = V^ exactly, so the control variate c is 0 and
+    perla_cv1's advantage is td's."""
+    # The marginal target: its prediction goes through the stored K samples, the part this test checks.
+    cfg = Config(algo="perla_mappo", advantage="perla_cv1", critic_target="marginal", **TINY)
+    td_critic = make_trainer(cfg.replace(advantage="td"), toy).critic
     trainer = make_trainer(cfg, toy)
     agents, critic = trainer.agents, trainer.critic
 
@@ -145,15 +148,16 @@ def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_in
         )
         _, _, traj, *_ = rollout(toy, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps)
         est = critic.estimate(state.actor.params, params, traj, key)
-        return traj, est, critic.q_taken(params, traj.obs, traj.state, est.joint_samples, traj.action)
+        td_est = td_critic.estimate(state.actor.params, params, traj, key)
+        return traj, est, critic.q_taken(params, traj.obs, traj.state, est.joint_samples, traj.action), td_est
 
-    traj, est, pred = run(jax.random.PRNGKey(0), 1.0)
+    traj, est, pred, td_est = run(jax.random.PRNGKey(0), 1.0)
     assert traj.action.shape == (8, 2, 2, 2) and est.joint_samples.shape == (8, 2, 2, 2, 2)
     np.testing.assert_allclose(est.old_predictions, pred, rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(traj.action)[..., 0, 1] == 0.0)  # agent a's padded action dim
-    _, est0, _ = run(jax.random.PRNGKey(0), 0.0)
-    assert float(np.abs(est.advantages).max()) > 1e-3  # the check below is not vacuous
-    np.testing.assert_allclose(est0.advantages, 0.0, atol=1e-6)
+    _, est0, _, td_est0 = run(jax.random.PRNGKey(0), 0.0)
+    assert float(np.abs(est.advantages - td_est.advantages).max()) > 1e-3  # the check below is not vacuous
+    np.testing.assert_allclose(est0.advantages, td_est0.advantages, atol=1e-6)
     np.testing.assert_allclose(est0.sample_variance, 0.0, atol=1e-10)
 
 

@@ -29,7 +29,8 @@ def env():
 @pytest.fixture(scope="module")
 def perla_run():
     """One program: a rollout of a fresh policy, PERLA's critic estimate on it, and two training updates."""
-    trainer = make_trainer(Config(**TINY, algo="perla_mappo"))
+    # The marginal target stores the K joint samples in the estimates, which the mask checks read.
+    trainer = make_trainer(Config(**TINY, algo="perla_mappo", critic_target="marginal"))
     probs = lambda state, traj: trainer.agents.policy(state.actor.params, traj.obs, traj.avail).probs  # [T, E, N, A]
     return trainer, *rollout_estimate_train(trainer, UPDATES, probs)(jax.random.PRNGKey(0))
 

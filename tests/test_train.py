@@ -22,8 +22,8 @@ TINY = dict(
 VARIANTS = {
     "perla_mappo-td": dict(algo="perla_mappo", advantage="td"),
     # The default critic takes the others' actions at its last hidden layer; this variant covers the first.
-    "perla_mappo-counterfactual-first": dict(
-        algo="perla_mappo", advantage="counterfactual", critic_action_layer="first"
+    "perla_mappo-perla_cv-first": dict(
+        algo="perla_mappo", advantage="perla_cv", critic_action_layer="first"
     ),
     "perla_mappo-sarsa": dict(algo="perla_mappo", advantage="sarsa"),
     "perla_ippo-k1": dict(algo="perla_ippo", k=1),  # K = 1: the ordinary single-sample CT-DE Q-critic

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -175,15 +176,21 @@ def bootstrap_curve(
     return mean, np.where(thin, mean, lo), np.where(thin, mean, hi)
 
 
-def plot_runs(runs: Sequence[Run], out: str | Path, metric: str = "return", reps: int = 1000, seed: int = 0) -> Path:
+def plot_runs(
+    runs: Sequence[Run], out: str | Path, metric: str = "return", reps: int = 1000, seed: int = 0,
+    labels: Sequence[str] | None = None,
+) -> Path:
     """Overlays the runs' mean ``metric`` over seeds with 95% bootstrap bands, against env steps, and
-    writes the figure to ``out`` (format from its suffix)."""
+    writes the figure to ``out`` (format from its suffix). ``labels`` default to ``labels_for(runs)``."""
 
     check_metric(metric)
-    fig = Figure(figsize=(7.5, 4.5), dpi=100)
+    labels = labels_for(runs) if labels is None else labels
+    fig = Figure(figsize=(7.5 if len(runs) <= 6 else 10.0, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for run, label in zip(runs, labels_for(runs)):
+    if len(runs) > 10:  # the default cycle repeats after 10 colours
+        ax.set_prop_cycle(color=matplotlib.colormaps["tab20"].colors[: len(runs)])
+    for run, label in zip(runs, labels, strict=True):
         steps = run.metrics["env_steps"][0]
         mean, lo, hi = bootstrap_curve(run.metrics[metric], reps=reps, seed=seed)
         (line,) = ax.plot(steps, mean, label=f"{label} ({run.num_seeds} seeds)")
@@ -192,7 +199,10 @@ def plot_runs(runs: Sequence[Run], out: str | Path, metric: str = "return", reps
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean over seeds, 95% bootstrap CI")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    if len(runs) <= 6:
+        ax.legend(loc="best")
+    else:  # many runs: beside the axes, so no curve is hidden
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,10 +216,16 @@ def paired_difference(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tupl
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"paired runs need the same seeds: shapes {x.shape} and {y.shape} differ")
-    diff = (x - y)[np.isfinite(x) & np.isfinite(y)]
-    if diff.size == 0:
+    return t_interval((x - y)[np.isfinite(x) & np.isfinite(y)], level)
+
+
+def t_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float, int]:
+    """``(mean, half-width of the t-interval, n)`` over the finite values of ``x`` (NaN where too few)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
         return math.nan, math.nan, 0
-    if diff.size < 2:
-        return float(diff.mean()), math.nan, 1
-    half = stats.t.ppf(0.5 + level / 2, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size)
-    return float(diff.mean()), float(half), int(diff.size)
+    if x.size < 2:
+        return float(x.mean()), math.nan, 1
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(half), int(x.size)

@@ -102,7 +102,8 @@ def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_up
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
     """The CSV at ``path`` as arrays ``[S, U]`` per column (``U`` = updates written for every seed;
-    a trailing update some seeds lack is dropped). ``seed`` and ``update`` come back as ints."""
+    a trailing update some seeds lack is dropped). ``seed`` and ``update`` come back as ints. A metric
+    column the file lacks (written before that metric existed) comes back as NaN."""
     with Path(path).open(newline="") as f:
         records = list(csv.DictReader(f))
     if not records:
@@ -115,6 +116,9 @@ def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
     out = {}
     for name in COLUMNS:
         dtype = np.int64 if name in INT_COLUMNS else np.float64
+        if name not in records[0] and name not in INT_COLUMNS:
+            out[name] = np.full((len(seeds), len(updates)), np.nan)
+            continue
         out[name] = np.array([[float(by_seed[s][u][name]) for u in updates] for s in seeds], dtype=dtype)
     return out
 
