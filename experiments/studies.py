@@ -28,6 +28,11 @@ BASELINES = {
     "ippo": dict(algo="ippo"),
     "perla_ippo joint td": dict(algo="perla_ippo", critic_target="joint", advantage="td", k=16),
 }
+K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and its control-variate twin)
+    f"perla_mappo joint {advantage} K={k}": dict(algo="perla_mappo", critic_target="joint", advantage=advantage, k=k)
+    for advantage in ("td", "perla_cv")
+    for k in (1, 4, 16, 64)
+}
 # The prototype's setting of issue 11: 4 envs x 16 steps, 2 minibatches, 150 updates of a one-step game.
 CREDIT = dict(env="credit", num_envs=4, num_steps=16, num_minibatches=2)
 
@@ -62,6 +67,18 @@ STUDIES: dict[str, Study] = {
             "defaults-credit32", "Credit-assignment game, N = 32 agents",
             common=dict(CREDIT, env_kwargs={"num_agents": 32}), runs={**BASELINES, **PERLA_GRID},
             paper=dict(total_timesteps=150 * 64, num_seeds=8),
+        ),
+        Study(
+            "k-credit32", "Credit-assignment game, N = 32 agents: K joint-action samples",
+            common=dict(CREDIT, env_kwargs={"num_agents": 32}), runs={**{"mappo": BASELINES["mappo"]}, **K_FAMILIES},
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), against_k=True,
+        ),
+        Study(
+            "k-mpe", "MPE simple_spread (3 agents): K joint-action samples",
+            common=dict(env="mpe"),
+            runs={"mappo": BASELINES["mappo"], **{label: fields for label, fields in K_FAMILIES.items()
+                                                  if " td " in label and fields["k"] <= 16}},
+            paper=dict(total_timesteps=1_000_000, num_seeds=8), against_k=True,
         ),
         Study(
             "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",
