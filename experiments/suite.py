@@ -3,7 +3,7 @@
     python experiments/suite.py --budget paper --write BENCHMARKS.md            # every study
     python experiments/suite.py --study defaults-credit8 --budget smoke         # the tests' path
 
-Each run is a run.py run folder ``OUT/<budget>/<label>-<hash of its Config>``, trained by ``run.py --resume``,
+Each run is a run.py run folder ``OUT/<budget>/<algo>-<hash of its Config>``, trained by ``run.py --resume``,
 so an interrupted suite picks up from each run's last checkpoint and skips the runs already finished: nothing
 that was written is lost, and a Config that two studies share is trained once. Child output goes to ``run.log``
 in the run folder.
@@ -67,17 +67,18 @@ def train(folder: Path, label: str) -> None:
         raise SystemExit(f"run {label!r} failed with exit status {code}; see {folder / 'run.log'}")
 
 
-def run_folder(out: Path, budget: str, label: str, cfg: Config) -> Path:
-    """``OUT/<budget>/<label>-<first 10 hex digits of the SHA-256 of the Config's JSON>``."""
+def run_folder(out: Path, budget: str, cfg: Config) -> Path:
+    """``OUT/<budget>/<algo>-<first 10 hex digits of the SHA-256 of the Config's JSON>``: named by the Config alone,
+    so studies that share a Config under different labels share its run."""
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    return out / budget / f"{label.replace(' ', '_').replace('=', '')}-{digest}"
+    return out / budget / f"{cfg.algo}-{digest}"
 
 
 def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
     """Trains every run of ``study`` not yet finished; returns label -> run folder."""
     folders = {}
     for label, cfg in study.configs(budget).items():
-        folder = run_folder(out, budget, label, cfg)
+        folder = run_folder(out, budget, cfg)
         if not ensure_folder(folder, cfg):
             print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
             train(folder, label)
