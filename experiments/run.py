@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as e:
         parser.error(str(e))
     writer = jax.process_index() == 0
-    plan = _resume_plan(parser, args, argv, writer) if args.resume is not None else _fresh_plan(parser, args, writer)
+    plan = _resume_plan(parser, args, argv, writer) if args.resume is not None else _fresh_plan(parser, args, argv, writer)
     try:
         plan = plan._replace(sharding=seed_sharding(plan.cfg.num_seeds), log_kinds=log_kinds,
                              on_divergence=args.on_divergence)
@@ -124,9 +124,12 @@ def main(argv: list[str] | None = None) -> Path:
         manager.close()
 
 
-def _fresh_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, writer: bool) -> Plan:
+def _fresh_plan(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, writer: bool
+) -> Plan:
     try:
-        cfg = config_from_args(args)
+        given = vars(build_parser(config_defaults=False).parse_args(sys.argv[1:] if argv is None else argv))
+        cfg = config_from_args(args, given)
     except ValueError as e:
         parser.error(str(e))
     chunk = choose_chunk_size(cfg.num_updates) if args.chunk_size is None else args.chunk_size
@@ -147,6 +150,9 @@ def _resume_plan(
 ) -> Plan:
     """Everything ``--resume`` checks happens here, before anything compiles."""
     out: Path = args.resume
+    if args.preset is not None:
+        parser.error(f"--preset={args.preset} cannot be combined with --resume: the run's config.json holds the "
+                     "values its preset set")
     if args.out is not None:
         parser.error(f"--out={str(args.out)!r} cannot be combined with --resume: the run folder is RUN_DIR")
     if not (out / recording.CONFIG_FILE).is_file():

@@ -14,6 +14,7 @@ import typing
 
 from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, CRITIC_TARGETS, Config
 from perla_jax.envs.registry import ALIASES, SUPPORTED
+from perla_jax.presets import PRESETS, preset_config
 
 OPTION_NAMES = {"num_seeds": "seeds", "map_name": "map"}  # field -> option name where it differs from the field's
 CHOICES = {
@@ -135,8 +136,18 @@ def add_config_options(parser: argparse.ArgumentParser, config_defaults: bool = 
         action = _add_field(group, field, hints[field.name])
         if not config_defaults:
             action.default = None  # no Config field accepts None, so None means "not given"
+    group.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                       help="start from a reference configuration for the env's family (jaxmarl: JaxMARL's "
+                            "baseline yaml; see perla_jax/presets.py); options given explicitly override it")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The Config of parsed options (ValueError naming the field for a refused value)."""
+def config_from_args(args: argparse.Namespace, given: dict | None = None) -> Config:
+    """The Config of parsed options (ValueError naming the field for a refused value). With ``--preset``, the
+    preset's values replace the defaults and ``given`` (the options given on the command line, i.e. parsed with
+    ``config_defaults=False``) override them."""
+    if getattr(args, "preset", None):
+        if given is None:
+            raise ValueError("preset needs the options given on the command line (parse with config_defaults=False)")
+        names = {f.name for f in dataclasses.fields(Config)}
+        return preset_config(args.preset, {k: v for k, v in given.items() if k in names and v is not None})
     return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
