@@ -8,10 +8,12 @@ See ``perla_jax.outputs.analysis`` for the definitions (also printed by ``--help
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from perla_jax import analysis
+from perla_jax.outputs import marl_eval
 
 DESCRIPTION = (
     "Overlay runs (label = algo and K from config.json, else the folder name): mean over seeds at each "
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the last updates averaged into a seed's final performance",
     )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--marl-eval", type=Path, default=None, metavar="FILE.json",
+                        help="also write the runs in marl-eval's raw-data JSON (one run per seed)")
+    parser.add_argument("--marl-eval-every", type=int, default=1, metavar="UPDATES",
+                        help="updates between the logged steps of --marl-eval")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (the table is reproducible)")
     return parser
 
@@ -47,6 +53,9 @@ def main(argv: list[str] | None = None) -> list[analysis.FinalRow]:
         runs = [analysis.load_run(path) for path in args.runs]
         rows = analysis.final_table(runs, args.metric, args.final_fraction, reps=args.reps, seed=args.seed)
         out = analysis.plot_runs(runs, args.out, args.metric, reps=args.reps, seed=args.seed)
+        if args.marl_eval is not None:
+            document = marl_eval.export_folders(runs, analysis.labels_for(runs), args.marl_eval_every)
+            args.marl_eval.write_text(json.dumps(document, indent=1) + "\n")
     except (OSError, ValueError) as e:
         parser.error(str(e))
     pct = 100 * args.final_fraction
