@@ -116,14 +116,25 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
 
 def plot_against_k(folders: dict[str, Path], out: Path) -> Path:
     """Final return and pg_var (per seed its mean over updates) against K, mean and 95% t-interval over seeds,
-    one line per run family (the label before `` K=``), K on a log axis."""
+    one line per run family (the label before `` K=``), K on a log axis; runs without a Q-critic (no K) as
+    horizontal lines with their interval as a band."""
     fig = Figure(figsize=(10.0, 4.0), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     families: dict[str, list[tuple[int, analysis.Run]]] = {}
+    flat: dict[str, analysis.Run] = {}
     for label, folder in folders.items():
         run = analysis.load_run(folder)
-        families.setdefault(label.rsplit(" K=", 1)[0], []).append((run.cfg.k, run))
+        if run.cfg.uses_q_critic:
+            families.setdefault(label.rsplit(" K=", 1)[0], []).append((run.cfg.k, run))
+        else:
+            flat[label] = run
+    for label, run in flat.items():
+        for ax, values in ((axes[0], analysis.final_scores(run.metrics["return"])),
+                           (axes[1], np.nanmean(run.metrics["pg_var"], axis=1))):
+            mean, half, _ = analysis.t_interval(values)
+            line = ax.axhline(mean, linestyle="--", color="black", label=f"{label} (no K)")
+            ax.axhspan(mean - half, mean + half, color=line.get_color(), alpha=0.1)
     for family, members in families.items():
         members.sort(key=lambda m: m[0])
         ks = [k for k, _ in members]
