@@ -86,9 +86,16 @@ def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
     return folders
 
 
-def wall_seconds(folder: Path) -> float:
+def wall_seconds(folder: Path) -> tuple[float, int]:
+    """Total wall seconds of a run's launches, and how many launches it took (more than one: it was resumed)."""
     path = folder / WALL_FILE
-    return sum(float(x) for x in path.read_text().split()) if path.is_file() else math.nan
+    launches = [float(x) for x in path.read_text().split()] if path.is_file() else []
+    return (sum(launches) if launches else math.nan), len(launches)
+
+
+def wall_cell(folder: Path) -> str:
+    seconds, launches = wall_seconds(folder)
+    return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches)" if launches > 1 else "")
 
 
 def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
@@ -98,7 +105,7 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     ci_rows = analysis.final_table(list(runs.values()))
     rows = [
         f"| run | final return: mean [95% CI] | IQM [95% CI] | minus {study.baseline} (paired, 95% CI) "
-        "| mean return over training | pg_var | pg_snr | critic_sample_var (final) | wall min |",
+        "| mean return over training | pg_var | pg_snr | critic_sample_var (final) | wall min (all launches) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (label, run), ci in zip(runs.items(), ci_rows):
@@ -109,7 +116,7 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
             f"| {ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}] "
             + ("| - " if label == study.baseline else f"| {diff:+.3f} ± {half:.3f} ({pairs} seeds) ")
             + f"| {np.nanmean(run.metrics['return']):.3f} | {np.nanmean(run.metrics['pg_var']):.3g} "
-            f"| {np.nanmean(run.metrics['pg_snr']):.3g} | {sample_var:.2g} | {wall_seconds(folders[label]) / 60:.1f} |"
+            f"| {np.nanmean(run.metrics['pg_snr']):.3g} | {sample_var:.2g} | {wall_cell(folders[label])} |"
         )
     return rows
 

@@ -54,3 +54,10 @@ def test_smoke_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, mo
     suite.main(argv)  # everything finished: nothing retrains, so no child writes to a log again
     assert {f: (f / "run.log").read_bytes() for f in folders} == logs
     assert all(len((f / suite.WALL_FILE).read_text().split()) == 1 for f in folders)
+
+
+def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
+    (tmp_path / suite.WALL_FILE).write_text("60.0\n30.0\n")
+    assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches)"
+    (tmp_path / suite.WALL_FILE).write_text("90.0\n")
+    assert suite.wall_cell(tmp_path) == "1.5"
