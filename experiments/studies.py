@@ -33,6 +33,15 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
     for advantage in ("td", "perla_cv")
     for k in (1, 4, 16, 64)
 }
+CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its width (issue 11: the critic's capacity
+    # to model state x others'-actions interactions limits what the control variate can remove)
+    f"perla_mappo joint {advantage} {layer} {width}": dict(
+        algo="perla_mappo", critic_target="joint", advantage=advantage, k=16, critic_action_layer=layer,
+        critic_hidden=(width, width))
+    for advantage in ("td", "perla_cv1")
+    for layer in ("last", "first")
+    for width in (64, 256)
+}
 # The prototype's setting of issue 11: 4 envs x 16 steps, 2 minibatches, 150 updates of a one-step game.
 CREDIT = dict(env="credit", num_envs=4, num_steps=16, num_minibatches=2)
 
@@ -72,6 +81,12 @@ STUDIES: dict[str, Study] = {
             "k-credit32", "Credit-assignment game, N = 32 agents: K joint-action samples",
             common=dict(CREDIT, env_kwargs={"num_agents": 32}), runs={**{"mappo": BASELINES["mappo"]}, **K_FAMILIES},
             paper=dict(total_timesteps=150 * 64, num_seeds=8), against_k=True,
+        ),
+        Study(
+            "critic-credit32", "Credit-assignment game, N = 32 agents: the Q-critic's capacity",
+            common=dict(CREDIT, env_kwargs={"num_agents": 32}),
+            runs={"mappo": BASELINES["mappo"], **CRITIC_CAPACITY},
+            paper=dict(total_timesteps=150 * 64, num_seeds=8),
         ),
         Study(
             "k-mpe", "MPE simple_spread (3 agents): K joint-action samples",

@@ -11,7 +11,8 @@ in the run folder.
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
 (rliable), the paired difference from the study's baseline with a 95% t-interval, the mean return over
-all updates (learning speed), and the mean over updates and seeds of ``pg_var`` and ``pg_snr``.
+all updates (learning speed), the mean over updates and seeds of ``pg_var``, ``pg_snr`` and ``others_share``
+(the share of the TD errors' variance the others' actions explain), and how many launches each run took.
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def wall_seconds(folder: Path) -> tuple[float, int]:
     return (sum(launches) if launches else math.nan), len(launches)
 
 
+def share_cell(run: analysis.Run) -> str:
+    """others_share (the perla-signal metric), mean over updates and seeds; "-" for V-critics and for runs
+    recorded before the metric existed."""
+    values = run.metrics["others_share"]
+    return f"{np.nanmean(values):.3f}" if np.isfinite(values).any() else "-"
+
+
 def wall_cell(folder: Path) -> str:
     seconds, launches = wall_seconds(folder)
     return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches)" if launches > 1 else "")
@@ -105,8 +113,9 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     ci_rows = analysis.final_table(list(runs.values()))
     rows = [
         f"| run | final return: mean [95% CI] | IQM [95% CI] | minus {study.baseline} (paired, 95% CI) "
-        "| mean return over training | pg_var | pg_snr | critic_sample_var (final) | wall min (all launches) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mean return over training | pg_var | pg_snr | critic_sample_var (final) | others_share | "
+        "wall min (all launches) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (label, run), ci in zip(runs.items(), ci_rows):
         diff, half, pairs = analysis.paired_difference(finals[label], finals[study.baseline])
@@ -116,7 +125,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
             f"| {ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}] "
             + ("| - " if label == study.baseline else f"| {diff:+.3f} ± {half:.3f} ({pairs} seeds) ")
             + f"| {np.nanmean(run.metrics['return']):.3f} | {np.nanmean(run.metrics['pg_var']):.3g} "
-            f"| {np.nanmean(run.metrics['pg_snr']):.3g} | {sample_var:.2g} | {wall_cell(folders[label])} |"
+            f"| {np.nanmean(run.metrics['pg_snr']):.3g} | {sample_var:.2g} | {share_cell(run)} "
+            f"| {wall_cell(folders[label])} |"
         )
     return rows
 
