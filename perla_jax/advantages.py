@@ -183,7 +183,8 @@ def others_share(values: MarginalValues, td: TDLambda) -> chex.Array:
     delta_t = r_t + gamma V^(s'_t) - V^(s_t) with c_t = Q(s_t, a_i,t, a_-i,t) - Q^_i(s_t, a_i,t), i.e. the fraction of
     Var(delta) that the best multiple of c removes. Near 0 where the others' actions do not move the value (or
     the critic does not model them); with an exact critic of a one-step game it is
-    sigma^2 / ((1 + 1/K) Var(delta)), sigma^2 = E Var_{a_-i}(Q | s, a_i). A scalar ``[]``."""
+    sigma^2 / ((1 + 1/K) Var(delta)), sigma^2 = E Var_{a_-i}(Q | s, a_i). At small K it also counts the K-sample
+    noise that V^(s) shares with Q^_i(s, a_i) (both average the same samples). A scalar ``[]``."""
     one_step = dataclasses.replace(td, lam=0.0)
     delta = one_step.returns(next_step_values(values.v_now, values.v_final, values.ended)) - values.v_now
     c = values.q_joint - values.q_taken
