@@ -8,11 +8,9 @@ from perla_jax.advantages import (
     ADVANTAGE_ESTIMATORS,
     MarginalValues,
     TDLambda,
-    expected_value,
     gae,
     lambda_returns,
     next_step_values,
-    take_action,
 )
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
 
