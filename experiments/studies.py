@@ -85,7 +85,9 @@ STUDIES: dict[str, Study] = {
         Study(
             "critic-credit32", "Credit-assignment game, N = 32 agents: the Q-critic's capacity",
             common=dict(CREDIT, env_kwargs={"num_agents": 32}),
-            runs={"mappo": BASELINES["mappo"], **CRITIC_CAPACITY},
+            # mappo with the wide critic too: a wider critic must not pass for PERLA's gain
+            runs={"mappo": BASELINES["mappo"], "mappo 256": dict(algo="mappo", critic_hidden=(256, 256)),
+                  **CRITIC_CAPACITY},
             paper=dict(total_timesteps=150 * 64, num_seeds=8),
         ),
         Study(
