@@ -46,8 +46,8 @@ def preset_config(name: str, given: Mapping[str, Any]) -> Config:
     if family not in PRESETS[name]:
         raise ValueError(f"preset={name!r} has no settings for env family {family!r}: allowed families are "
                          f"{', '.join(PRESETS[name])}")
-    fields = dict(PRESETS[name][family])
-    if "env_kwargs" in given:  # the caller's env kwargs add to (and override) the preset's
-        fields["env_kwargs"] = {**fields.get("env_kwargs", {}), **given["env_kwargs"]}
-    return Config(**{**fields, **{k: v for k, v in given.items() if k != "env_kwargs"},
-                     **({"env_kwargs": fields["env_kwargs"]} if "env_kwargs" in fields else {})})
+    preset = PRESETS[name][family]
+    fields = {**preset, **given}
+    if "env_kwargs" in preset and "env_kwargs" in given:  # the caller's env kwargs add to (and override) the preset's
+        fields["env_kwargs"] = {**preset["env_kwargs"], **given["env_kwargs"]}
+    return Config(**fields)
