@@ -28,11 +28,25 @@ BASELINES = {
     "ippo": dict(algo="ippo"),
     "perla_ippo joint td": dict(algo="perla_ippo", critic_target="joint", advantage="td", k=16),
 }
+K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # issue 12, item 4
 K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and its control-variate twin)
     f"perla_mappo joint {advantage} K={k}": dict(algo="perla_mappo", critic_target="joint", advantage=advantage, k=k)
     for advantage in ("td", "perla_cv")
-    for k in (1, 4, 16, 64)
+    for k in (K_SWEEP if advantage == "td" else (1, 4, 16, 64))
 }
+# The four algorithms of the agent-scaling studies, PERLA at its defaults (the same fields as in BASELINES, so
+# a Config shared with the defaults studies is trained once).
+SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
+                 "perla_mappo": dict(algo="perla_mappo", critic_target="joint", advantage="td", k=16),
+                 "perla_ippo": BASELINES["perla_ippo joint td"]}
+
+
+def over_agents(counts: tuple[int, ...], env_kwargs) -> dict[str, dict[str, Any]]:
+    """``"<algo> N=<n>"`` -> the algorithm's fields with ``env_kwargs(n)``, for every scaling algorithm and n."""
+    return {f"{name} N={n}": dict(fields, env_kwargs=env_kwargs(n)) for n in counts
+            for name, fields in SCALING_ALGOS.items()}
+
+
 CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its width (issue 11: the critic's capacity
     # to model state x others'-actions interactions limits what the control variate can remove)
     f"perla_mappo joint {advantage} {layer} {width}": dict(
@@ -46,6 +60,14 @@ CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its wid
 CREDIT = dict(env="credit", num_envs=4, num_steps=16, num_minibatches=2)
 
 
+AXIS_SUFFIX = {"k": " K=", "num_agents": " N="}  # Study.against -> how a label names its point on that axis
+
+
+def axis_value(cfg: Config, against: str) -> int:
+    """A run's point on a study's axis: its K, or its number of agents (env_kwargs ``num_agents``)."""
+    return cfg.k if against == "k" else int(cfg.env_kwargs["num_agents"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Study:
     name: str  # also the BENCHMARKS.md section and the runs' folder
@@ -53,8 +75,19 @@ class Study:
     common: Mapping[str, Any]  # Config fields every run shares
     runs: Mapping[str, Mapping[str, Any]]  # label -> the fields that differ
     paper: Mapping[str, Any]  # total_timesteps and num_seeds (at least 8) of the published table
-    baseline: str = "mappo"
-    against_k: bool = False  # labels end in " K=<k>": also plot final return and pg_var against K
+    baseline: str = "mappo"  # a run labelled "<baseline> N=<n>" is the baseline of the runs ending in " N=<n>"
+    against: str = ""  # "k" (labels end in " K=<k>") or "num_agents" (" N=<n>"): also plot against it
+    threshold: float | None = None  # also report the updates each seed takes to reach this return
+
+    def baseline_for(self, label: str) -> str:
+        """The run ``label`` is paired with: ``"<baseline><suffix>"`` where the study has one for the label's
+        K= or N= suffix (mappo at the same N), else ``baseline``."""
+        suffix = AXIS_SUFFIX.get(self.against)
+        if suffix and suffix in label:
+            same_point = self.baseline + suffix + label.rsplit(suffix, 1)[1]
+            if same_point in self.runs:
+                return same_point
+        return self.baseline
 
     def configs(self, budget: str) -> dict[str, Config]:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""
@@ -80,7 +113,7 @@ STUDIES: dict[str, Study] = {
         Study(
             "k-credit32", "Credit-assignment game, N = 32 agents: K joint-action samples",
             common=dict(CREDIT, env_kwargs={"num_agents": 32}), runs={**{"mappo": BASELINES["mappo"]}, **K_FAMILIES},
-            paper=dict(total_timesteps=150 * 64, num_seeds=8), against_k=True,
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), against="k",
         ),
         Study(
             "critic-credit32", "Credit-assignment game, N = 32 agents: the Q-critic's capacity",
@@ -94,8 +127,13 @@ STUDIES: dict[str, Study] = {
             "k-mpe", "MPE simple_spread (3 agents): K joint-action samples",
             common=dict(env="mpe"),
             runs={"mappo": BASELINES["mappo"], **{label: fields for label, fields in K_FAMILIES.items()
-                                                  if " td " in label and fields["k"] <= 16}},
-            paper=dict(total_timesteps=1_000_000, num_seeds=8), against_k=True,
+                                                  if " td " in label and fields["k"] in (1, 4, 16)}},
+            paper=dict(total_timesteps=1_000_000, num_seeds=8), against="k",
+        ),
+        Study(
+            "scaling-credit", "Credit-assignment game: the number of agents N",
+            common=CREDIT, runs=over_agents((2, 8, 32, 64), lambda n: {"num_agents": n}),
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
         ),
         Study(
             "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",

@@ -10,9 +10,11 @@ in the run folder.
 
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
-(rliable), the paired difference from the study's baseline with a 95% t-interval, the mean return over
-all updates (learning speed), the mean over updates and seeds of ``pg_var``, ``pg_snr`` and ``others_share``
-(the share of the TD errors' variance the others' actions explain), and how many launches each run took.
+(rliable), the paired difference from the study's baseline (at the same N in a scaling study) with a 95%
+t-interval, where the study has a threshold the updates to reach it, the mean return over all updates (learning
+speed), the mean over updates and seeds of ``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors'
+variance the others' actions explain), training steps/s of the median compiled chunk, and how many launches each
+run took.
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from perla_jax import Config, analysis, recording
 from studies import BUDGETS, STUDIES, Study
+from suite_figures import plot_against_axis
 
 RUN_PY = Path(__file__).with_name("run.py")
 FIGURES = Path("docs/figures")
@@ -106,71 +107,38 @@ def wall_cell(folder: Path) -> str:
     return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches)" if launches > 1 else "")
 
 
+def threshold_cell(run: analysis.Run, threshold: float) -> str:
+    """Updates to reach ``threshold``: mean and 95% t-interval over the seeds that reach it, and how many do."""
+    updates = analysis.updates_to_threshold(run.metrics["return"], threshold)
+    mean, half, reached = analysis.t_interval(updates)
+    return (f"{mean:.1f} ± {half:.1f}" if reached > 1 else f"{mean:.1f}") + f" ({reached}/{updates.size})"
+
+
 def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     """The markdown table of one study."""
     runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
     finals = {label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
     ci_rows = analysis.final_table(list(runs.values()))
-    rows = [
-        f"| run | final return: mean [95% CI] | IQM [95% CI] | minus {study.baseline} (paired, 95% CI) "
-        "| mean return over training | pg_var | pg_snr | critic_sample_var (final) | others_share | "
-        "wall min (all launches) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
+    header = ["run", "final return: mean [95% CI]", "IQM [95% CI]",
+              f"minus {study.baseline} (paired, 95% CI)", *reach, "mean return over training", "pg_var", "pg_snr",
+              "critic_sample_var (final)", "others_share", "train steps/s", "wall min (all launches)"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (label, run), ci in zip(runs.items(), ci_rows):
-        diff, half, pairs = analysis.paired_difference(finals[label], finals[study.baseline])
+        baseline = study.baseline_for(label)
+        diff, half, pairs = analysis.paired_difference(finals[label], finals[baseline])
         sample_var = np.nanmean(analysis.final_scores(run.metrics["critic_sample_var"]))
-        rows.append(
-            f"| {label} | {ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}] "
-            f"| {ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}] "
-            + ("| - " if label == study.baseline else f"| {diff:+.3f} ± {half:.3f} ({pairs} seeds) ")
-            + f"| {np.nanmean(run.metrics['return']):.3f} | {np.nanmean(run.metrics['pg_var']):.3g} "
-            f"| {np.nanmean(run.metrics['pg_snr']):.3g} | {sample_var:.2g} | {share_cell(run)} "
-            f"| {wall_cell(folders[label])} |"
-        )
+        paired = "-" if label == baseline else f"{diff:+.3f} ± {half:.3f} ({pairs} seeds)" + (
+            f" vs {baseline}" if baseline != study.baseline else "")
+        speed = recording.training_steps_per_second(folders[label], run.cfg)
+        cells = [label, f"{ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}]",
+                 f"{ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}]", paired,
+                 *([threshold_cell(run, study.threshold)] if reach else []),
+                 f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
+                 f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),
+                 "-" if math.isnan(speed) else f"{speed:,.0f}", wall_cell(folders[label])]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
-
-
-def plot_against_k(folders: dict[str, Path], out: Path) -> Path:
-    """Final return and pg_var (per seed its mean over updates) against K, mean and 95% t-interval over seeds,
-    one line per run family (the label before `` K=``), K on a log axis; runs without a Q-critic (no K) as
-    horizontal lines with their interval as a band."""
-    fig = Figure(figsize=(10.0, 4.0), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    families: dict[str, list[tuple[int, analysis.Run]]] = {}
-    flat: dict[str, analysis.Run] = {}
-    for label, folder in folders.items():
-        run = analysis.load_run(folder)
-        if run.cfg.uses_q_critic:
-            families.setdefault(label.rsplit(" K=", 1)[0], []).append((run.cfg.k, run))
-        else:
-            flat[label] = run
-    for label, run in flat.items():
-        for ax, values in ((axes[0], analysis.final_scores(run.metrics["return"])),
-                           (axes[1], np.nanmean(run.metrics["pg_var"], axis=1))):
-            mean, half, _ = analysis.t_interval(values)
-            line = ax.axhline(mean, linestyle="--", color="black", label=f"{label} (no K)")
-            ax.axhspan(mean - half, mean + half, color=line.get_color(), alpha=0.1)
-    for family, members in families.items():
-        members.sort(key=lambda m: m[0])
-        ks = [k for k, _ in members]
-        for ax, name, per_seed in ((axes[0], "final return", lambda r: analysis.final_scores(r.metrics["return"])),
-                                   (axes[1], "pg_var", lambda r: np.nanmean(r.metrics["pg_var"], axis=1))):
-            stats = [analysis.t_interval(per_seed(run)) for _, run in members]
-            mean, half = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
-            ax.errorbar(ks, mean, yerr=half, marker="o", capsize=3, label=family)
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("K (joint-action samples)")
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
-    axes[1].set_yscale("log")
-    axes[0].legend(fontsize="small")
-    fig.suptitle("mean over seeds, 95% t-interval")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
 
 
 def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str], figures: Path) -> str:
@@ -178,9 +146,11 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
     figure = figures / f"{study.name}-{budget}.png"
     analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure, labels=list(folders))
     extra = []
-    if study.against_k:
-        k_figure = plot_against_k(folders, figures / f"{study.name}-{budget}-k.png")
-        extra = [f"Final return and pg_var against K: [{k_figure.name}]({k_figure.as_posix()}).  "]
+    if study.against:
+        axis = {"k": "k", "num_agents": "n"}[study.against]
+        axis_figure = plot_against_axis(study, folders, figures / f"{study.name}-{budget}-{axis}.png")
+        extra = [f"Final return, pg_var and cost against {axis.upper()}: "
+                 f"[{axis_figure.name}]({axis_figure.as_posix()}).  "]
     now = datetime.datetime.now(datetime.timezone.utc)
     return "\n".join([
         f"**{study.title}.** {cfg.total_timesteps:,} env steps per seed "

@@ -17,7 +17,7 @@ import suite  # noqa: E402
 def test_every_study_validates_and_keeps_fields_apart_from_the_budget(budget):
     for study in studies.STUDIES.values():
         configs = study.configs(budget)
-        assert study.baseline in configs, study.name
+        assert all(study.baseline_for(label) in configs for label in configs), study.name
         if budget == "paper":
             assert all(cfg.num_seeds >= 8 for cfg in configs.values()), study.name
         # Runs of a study share every field but those their label names, so their seeds are common.
@@ -35,7 +35,7 @@ def test_smoke_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, mo
         "tiny", "Tiny credit game", common=dict(env="credit", env_kwargs={"num_agents": 2}),
         runs={"mappo": dict(algo="mappo"), "perla_mappo joint td K=1": dict(algo="perla_mappo", k=1),
               "perla_mappo joint td K=2": dict(algo="perla_mappo", k=2)},
-        paper=dict(total_timesteps=64, num_seeds=8), against_k=True,
+        paper=dict(total_timesteps=64, num_seeds=8), against="k",
     )
     monkeypatch.setitem(suite.STUDIES, "tiny", tiny)
     argv = ["--study", "tiny", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",

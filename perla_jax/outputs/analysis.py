@@ -229,3 +229,12 @@ def t_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float, int]:
         return float(x.mean()), math.nan, 1
     half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     return float(x.mean()), float(half), int(x.size)
+
+
+def updates_to_threshold(values: np.ndarray, threshold: float) -> np.ndarray:
+    """Per seed of ``values [S, U]``, the first update (counted from 1) whose value is at least ``threshold``;
+    NaN for a seed that never reaches it."""
+    values = np.asarray(values, dtype=np.float64)
+    reached = values >= threshold
+    first = np.argmax(reached, axis=1) + 1.0
+    return np.where(reached.any(axis=1), first, np.nan)

@@ -5,6 +5,7 @@ Layout of a run folder (default ``runs/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>/``)::
     config.json         Config.to_dict(), loadable with read_config
     metrics.csv         columns seed, update, *METRICS, diverged; one row per (update, seed)
     learning_curve.png  mean return over seeds with a 95% confidence band, against env steps
+    timing.csv          first_update, updates, seconds: the wall time of each compiled chunk (no compilation)
 
 ``seed`` is the index (0..num_seeds-1) of the key split from ``PRNGKey(cfg.seed)``; ``update`` counts
 updates done, from 1, so ``env_steps == update * cfg.batch_size``.
@@ -30,6 +31,7 @@ from perla_jax.types import METRICS
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
+TIMING_FILE = "timing.csv"
 # ``diverged`` is 1 on the rows of a seed frozen by the divergence guard (outputs/divergence.py), whose
 # metrics are then NaN; 0 elsewhere.
 COLUMNS = ("seed", "update", *METRICS, "diverged")
@@ -98,6 +100,29 @@ def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_up
         f.flush()
         os.fsync(f.fileno())
     return len(rows)
+
+
+def append_timing(run_dir: str | Path, first_update: int, updates: int, seconds: float) -> None:
+    """Appends one compiled chunk's wall time to the run's timing.csv (header on a new file)."""
+    path = Path(run_dir) / TIMING_FILE
+    fresh = not path.exists() or path.stat().st_size == 0
+    with path.open("a") as f:
+        f.write(("first_update,updates,seconds\n" if fresh else "") + f"{first_update},{updates},{seconds!r}\n")
+
+
+def training_steps_per_second(run_dir: str | Path, cfg: Config) -> float:
+    """Env steps per second of training (all seeds together) in the median compiled chunk of the run's
+    timing.csv: compilation excluded, and a chunk slowed by another process on the machine does not count;
+    NaN without a timing.csv (runs recorded before it existed)."""
+    path = Path(run_dir) / TIMING_FILE
+    if not path.is_file():
+        return math.nan
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return math.nan
+    rates = [int(r["updates"]) * cfg.batch_size * cfg.num_seeds / float(r["seconds"]) for r in rows]
+    return float(np.median(rates))
 
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
