@@ -44,7 +44,7 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
         trainer = make_trainer(cfg)
         state = jax.jit(jax.vmap(trainer.init)).lower(keys).compile(options)(keys)
         return jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates)[0])), state, steps
-    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name)
+    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name, cfg.time_limit)
     no_first = jax.numpy.zeros((cfg.num_envs,), bool)
 
     def env_step(carry, key):

@@ -1,9 +1,10 @@
 """The experiments behind BENCHMARKS.md, as data: each study is a set of Configs that differ only in the
 fields compared, trained over common seeds, with one run as the baseline of the paired differences.
 
-``experiments/suite.py`` runs them; a study's ``budgets`` say how many env steps per seed and how many
-seeds make its ``paper`` table, and the ``smoke`` budget shrinks everything so the whole path runs in
-the tests. Adding a study is adding one ``Study`` to ``STUDIES``.
+``experiments/suite.py`` runs them; a study's ``paper`` budget says how many env steps per seed and how many
+seeds make its table; ``cpu`` is the smaller budget a study too large for a CPU session gets there (the
+``paper`` one where the study names none), and the ``smoke`` budget shrinks everything so the whole path runs
+in the tests. Adding a study is adding one ``Study`` to ``STUDIES``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Mapping
 
 from perla_jax import Config
 
-BUDGETS = ("smoke", "paper")
+BUDGETS = ("smoke", "cpu", "paper")
 # The smoke budget: two updates of tiny networks over two seeds, whatever the study.
 SMOKE = dict(total_timesteps=2 * 4 * 4, num_envs=4, num_steps=4, num_minibatches=2, update_epochs=1, num_seeds=2,
              actor_hidden=(8,), critic_hidden=(8, 8))
@@ -78,6 +79,8 @@ class Study:
     baseline: str = "mappo"  # a run labelled "<baseline> N=<n>" is the baseline of the runs ending in " N=<n>"
     against: str = ""  # "k" (labels end in " K=<k>") or "num_agents" (" N=<n>"): also plot against it
     threshold: float | None = None  # also report the updates each seed takes to reach this return
+    cpu: Mapping[str, Any] | None = None  # the budget on a CPU, where smaller than ``paper`` (same seeds)
+    jaxmarl_return: bool = False  # also report the final return x N, JaxMARL's MPELogWrapper convention
 
     def baseline_for(self, label: str) -> str:
         """The run ``label`` is paired with: ``"<baseline><suffix>"`` where the study has one for the label's
@@ -93,7 +96,7 @@ class Study:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""
         if budget not in BUDGETS:
             raise ValueError(f"budget={budget!r} is invalid: allowed are {', '.join(BUDGETS)}")
-        size = SMOKE if budget == "smoke" else self.paper
+        size = {"smoke": SMOKE, "cpu": self.cpu or self.paper, "paper": self.paper}[budget]
         return {label: Config(**{**self.common, **fields, **size}) for label, fields in self.runs.items()}
 
 
@@ -125,7 +128,7 @@ STUDIES: dict[str, Study] = {
         ),
         Study(
             "k-mpe", "MPE simple_spread (3 agents): K joint-action samples",
-            common=dict(env="mpe"),
+            common=dict(env="mpe", time_limit="bootstrap"),
             runs={"mappo": BASELINES["mappo"], **{label: fields for label, fields in K_FAMILIES.items()
                                                   if " td " in label and fields["k"] in (1, 4, 16)}},
             paper=dict(total_timesteps=1_000_000, num_seeds=8), against="k",
@@ -136,8 +139,30 @@ STUDIES: dict[str, Study] = {
             paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
         ),
         Study(
+            "timelimit-mpe", "MPE simple_spread (3 agents): what the 26-step time limit means to the critics",
+            common=dict(env="mpe"),
+            runs={f"{name} {limit}": dict(fields, time_limit=limit) for limit in ("bootstrap", "terminal", "observe")
+                  for name, fields in (("mappo", BASELINES["mappo"]), ("perla_mappo", SCALING_ALGOS["perla_mappo"]))},
+            paper=dict(total_timesteps=1_000_000, num_seeds=8), baseline="mappo bootstrap", jaxmarl_return=True,
+        ),
+        Study(
+            "scaling-mpe", "MPE simple_spread: the number of agents N (as many landmarks)",
+            common=dict(env="mpe", time_limit="bootstrap"),
+            runs=over_agents((3, 6, 9), lambda n: {"num_agents": n, "num_landmarks": n}),
+            paper=dict(total_timesteps=2_000_000, num_seeds=8), against="num_agents", jaxmarl_return=True,
+            cpu=dict(total_timesteps=100_352, num_seeds=8),  # 49 updates of 16 envs x 128 steps
+        ),
+        Study(
+            "k-mpe6", "MPE simple_spread, 6 agents: K joint-action samples",
+            common=dict(env="mpe", time_limit="bootstrap", env_kwargs={"num_agents": 6, "num_landmarks": 6}),
+            runs={"mappo": BASELINES["mappo"], **{label: fields for label, fields in K_FAMILIES.items()
+                                                  if " td " in label}},
+            paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
+            cpu=dict(total_timesteps=100_352, num_seeds=8),
+        ),
+        Study(
             "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",
-            common=dict(env="mpe"), runs={**BASELINES, **PERLA_GRID},
+            common=dict(env="mpe", time_limit="bootstrap"), runs={**BASELINES, **PERLA_GRID},
             paper=dict(total_timesteps=1_000_000, num_seeds=8),
         ),
     )

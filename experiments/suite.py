@@ -33,7 +33,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from perla_jax import Config, analysis, recording
+from perla_jax import Config, analysis, make_env, recording
+from perla_jax.config import LEGACY_VALUES
 from studies import BUDGETS, STUDIES, Study
 from suite_figures import plot_against_axis
 
@@ -70,10 +71,13 @@ def train(folder: Path, label: str) -> None:
 
 
 def run_folder(out: Path, budget: str, cfg: Config) -> Path:
-    """``OUT/<budget>/<algo>-<first 10 hex digits of the SHA-256 of the Config's JSON>``: named by the Config alone,
-    so studies that share a Config under different labels share its run."""
-    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    return out / budget / f"{cfg.algo}-{digest}"
+    """``OUT/smoke/...`` or (cpu and paper budgets) ``OUT/paper/<algo>-<first 10 hex digits of the SHA-256 of the
+    Config's JSON>``: named by the Config alone, so studies that share a Config under different labels share its run."""
+    # A field added later is left out at the value runs had before it existed, so their folders keep their names.
+    fields = {name: value for name, value in cfg.to_dict().items() if LEGACY_VALUES.get(name, object()) != value}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    # cpu and paper runs share one folder: a Config names its run, whichever budget asked for it
+    return out / ("smoke" if budget == "smoke" else "paper") / f"{cfg.algo}-{digest}"
 
 
 def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
@@ -107,6 +111,10 @@ def wall_cell(folder: Path) -> str:
     return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches)" if launches > 1 else "")
 
 
+def num_agents(cfg: Config) -> int:
+    return make_env(cfg.env, cfg.env_kwargs, cfg.map_name).num_agents
+
+
 def threshold_cell(run: analysis.Run, threshold: float) -> str:
     """Updates to reach ``threshold``: mean and 95% t-interval over the seeds that reach it, and how many do."""
     updates = analysis.updates_to_threshold(run.metrics["return"], threshold)
@@ -120,7 +128,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     finals = {label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
     ci_rows = analysis.final_table(list(runs.values()))
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
-    header = ["run", "final return: mean [95% CI]", "IQM [95% CI]",
+    scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []
+    header = ["run", "final return: mean [95% CI]", "IQM [95% CI]", *scaled,
               f"minus {study.baseline} (paired, 95% CI)", *reach, "mean return over training", "pg_var", "pg_snr",
               "critic_sample_var (final)", "others_share", "train steps/s", "wall min (all launches)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -132,7 +141,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
             f" vs {baseline}" if baseline != study.baseline else "")
         speed = recording.training_steps_per_second(folders[label], run.cfg)
         cells = [label, f"{ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}]",
-                 f"{ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}]", paired,
+                 f"{ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}]",
+                 *([f"{ci.mean * num_agents(run.cfg):.2f}"] if scaled else []), paired,
                  *([threshold_cell(run, study.threshold)] if reach else []),
                  f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
                  f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),

@@ -12,7 +12,9 @@ import dataclasses
 import json
 import typing
 
-from perla_jax.config import ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, CRITIC_TARGETS, Config
+from perla_jax.config import (
+    ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, CRITIC_TARGETS, TIME_LIMITS, Config,
+)
 from perla_jax.envs.registry import ALIASES, SUPPORTED
 from perla_jax.presets import PRESETS, preset_config
 
@@ -23,6 +25,7 @@ CHOICES = {
     "activation": ACTIVATIONS,
     "critic_action_layer": CRITIC_ACTION_LAYERS,
     "critic_target": CRITIC_TARGETS,
+    "time_limit": TIME_LIMITS,
 }
 HELP = {  # one line per Config field; a field missing here still gets an option
     "env": "environment: "
@@ -55,6 +58,8 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "(Q at the joint action taken)",
     "activation": "hidden-layer activation",
     "network": "ff (MLPs) or rnn (GRU after the first layer; sequence minibatches); default: rnn on SMAX, ff elsewhere",
+    "time_limit": "a step at the time limit: bootstrap (truncation), terminal (no bootstrap) or observe (terminal, "
+    "time left in the critic's input); default: the env family's (see README)",
     "actor_agent_id": "append a one-hot agent id to actor observations",
     "share_actor": "one actor network shared by all agents",
     "critic_time_chunk": "time steps of the K-sample critic batch evaluated at once (memory, not results)",

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS
 from perla_jax.algos import ALGO_SPECS, ALGOS, AlgoSpec
+from perla_jax.envs.base import TIME_LIMITS
 from perla_jax.envs.registry import check_map, env_family
 
 ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
@@ -20,6 +21,9 @@ MAX_INT = 2**31 - 1
 # jax.random.PRNGKey keeps the low 32 bits of a seed without x64: 2**32 would be seed 0 again.
 MAX_SEED = 2**32 - 1
 FLOAT32_MAX = 3.4028234663852886e38  # a larger number becomes inf in the compiled program
+# Fields added after runs were recorded without them, with the value those runs were trained with: a stored
+# config.json that lacks one reads back as what it ran (not as today's default).
+LEGACY_VALUES = {"time_limit": "bootstrap"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,13 @@ class Config:
     baselines and the PERLA paper's MAPPO, ``ff`` elsewhere. The PERLA Q-critic's GRU sits in its state path,
     before the others' actions enter, so ``rnn`` needs ``critic_action_layer="last"`` and at least two
     critic layers.
+
+    ``time_limit`` is what a step at the environment's time limit means to the critics (``envs.base.TIME_LIMITS``):
+    ``bootstrap`` (a truncation: the targets bootstrap on the value of the state reached), ``terminal`` (the
+    episode's end: no bootstrap) or ``observe`` (terminal, and the fraction of the time limit left joins the
+    critic's input); empty (default) picks the environment family's default (``EnvFamily.default_time_limit``).
+    It changes nothing where episodes never hit a time limit (the credit game). Runs recorded before the field
+    existed bootstrapped (``from_dict``).
 
     ``map_name`` is the SMAX map (a name in jaxmarl's scenario table, e.g. ``3m``, ``2s3z``); it is
     required with ``env="smax"`` and refused with any other env.
@@ -90,6 +101,7 @@ class Config:
     critic_target: str = "joint"
     activation: str = "tanh"
     network: str = ""
+    time_limit: str = ""
     actor_agent_id: bool = False
     share_actor: bool = True
     critic_time_chunk: int = 32
@@ -161,6 +173,9 @@ class Config:
         family = env_family(self.env)
         check_map(self.env, self.map_name)
         self._check_network(family.default_network, family.continuous)
+        if self.time_limit == "":
+            object.__setattr__(self, "time_limit", family.default_time_limit)
+        _check_choice("time_limit", self.time_limit, TIME_LIMITS)
 
     def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":
@@ -224,7 +239,7 @@ class Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}: allowed are {sorted(known)}")
-        return cls(**values)
+        return cls(**{**LEGACY_VALUES, **values})
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -10,6 +10,7 @@ every algorithm alike, so our MAPPO/IPPO/PERLA runs sit next to JaxMARL's publis
 - MABrax: ``IPPO/config/ippo_ff_mabrax.yaml`` (commit 3e3d637): 64 envs x 300 steps, value coefficient 4.5. Its
   network width is in the code, not the yaml; ours keeps its default.
 
+JaxMARL's GAE stops at every ``done``, the time limit's too, so the preset sets ``time_limit="terminal"``.
 JaxMARL uses one learning rate for actor and critic (``LR``); it becomes both of ours. Fields given explicitly
 (on the command line, or by the caller) win over the preset's.
 """
@@ -21,7 +22,8 @@ from typing import Any, Mapping
 from perla_jax.config import Config
 from perla_jax.envs.registry import env_family
 
-PPO = dict(update_epochs=4, num_minibatches=4, gamma=0.99, gae_lambda=0.95, anneal_lr=True)
+# JaxMARL's baselines compute GAE with (1 - done) on every episode end, the time limit's included: "terminal".
+PPO = dict(update_epochs=4, num_minibatches=4, gamma=0.99, gae_lambda=0.95, anneal_lr=True, time_limit="terminal")
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "jaxmarl": {
         "mpe": dict(PPO, actor_lr=2.5e-4, critic_lr=2.5e-4, num_envs=16, num_steps=128, total_timesteps=10_000_000,

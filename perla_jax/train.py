@@ -45,7 +45,7 @@ class Trainer:
 
 def make_trainer(cfg: Config, env: MultiAgentEnv | None = None) -> Trainer:
     """``env`` overrides ``cfg.env`` (an environment built outside jaxmarl's registry, e.g. in tests)."""
-    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name) if env is None else env
+    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name, cfg.time_limit) if env is None else env
     agents = Agents.build(cfg, env)
     critic = make_critic(cfg, env, agents)
     return Trainer(

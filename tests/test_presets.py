@@ -42,6 +42,7 @@ def test_jaxmarl_preset_matches_the_reference_yaml(env, map_name):
         want = (value, value) if key == "LR" else value
         assert OURS[key](cfg) == want, key
     assert cfg.network == ("rnn" if env == "smax" else "ff")
+    assert cfg.time_limit == "terminal"  # JaxMARL's GAE multiplies the bootstrap by (1 - done) at the time limit too
 
 
 def test_explicit_fields_override_the_preset_and_env_kwargs_merge():

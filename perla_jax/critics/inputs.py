@@ -28,6 +28,7 @@ class CriticInputs:
     obs_dim: int
     state_dim: int
     torso: GRUTorso | None = None
+    observes_time: bool = False  # the state's last entry is the time left (envs.base, time_limit="observe")
 
     @property
     def recurrent(self) -> bool:
@@ -37,6 +38,9 @@ class CriticInputs:
         """Observations ``[..., N, O]`` and global state ``[..., S]`` -> per-agent critic input ``[..., N, F]``."""
         if self.spec.centralised:
             base = jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1]))
+        elif self.observes_time:  # a decentralised critic sees its observation and the time left
+            time_left = jnp.broadcast_to(state[..., None, -1:], (*obs.shape[:-1], 1))
+            base = jnp.concatenate([obs, time_left], axis=-1)
         else:
             base = obs
         if not self.spec.agent_id_in_critic:

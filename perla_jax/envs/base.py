@@ -19,6 +19,15 @@ from jaxmarl.environments import spaces
 
 from perla_jax.types import EnvState, Transition
 
+# What a step that hits the environment's time limit means to the critics (Config.time_limit):
+#   bootstrap  a truncation: the return continues past the limit, so the targets bootstrap on V(final state);
+#              the critic learns a value of the infinite-horizon task when time is not in its input
+#   terminal   the limit ends the task: no bootstrap (the episodic return JaxMARL's baselines learn), though
+#              the critic cannot see how close the end is
+#   observe    terminal, and the fraction of the time limit left is appended to the critic's state (and to a
+#              decentralised critic's observation), which makes the episodic value a function of its input
+TIME_LIMITS = ("bootstrap", "terminal", "observe")
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvFamily:
@@ -34,6 +43,7 @@ class EnvFamily:
     aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # short name -> jaxmarl name
     refused: Mapping[str, str] = dataclasses.field(default_factory=dict)  # jaxmarl name -> why it is refused
     default_network: str = "ff"  # what Config.network="" resolves to
+    default_time_limit: str = "bootstrap"  # what Config.time_limit="" resolves to (one of TIME_LIMITS)
     continuous: bool = False  # Box actions (recurrent policies are discrete-only)
     maps: Callable[[], tuple[str, ...]] | None = None
 
@@ -51,6 +61,7 @@ class MultiAgentEnv:
 
     name: str
     env: Any
+    time_limit: str = "bootstrap"  # one of TIME_LIMITS
 
     continuous = False  # Box action spaces (see perla_jax.envs.mabrax)
 
@@ -88,18 +99,45 @@ class MultiAgentEnv:
         return np.arange(self.num_actions)[None, :] < np.array(self.action_counts)[:, None]
 
     @property
-    def state_dim(self) -> int:
+    def world_state_dim(self) -> int:
+        """Size of ``world_state``."""
         return self.num_agents * self.obs_dim
+
+    @property
+    def observes_time(self) -> bool:
+        return self.time_limit == "observe"
+
+    @property
+    def state_dim(self) -> int:
+        """Size ``S`` of the critic's state ``global_state``: the world state, plus the time left if observed."""
+        return self.world_state_dim + int(self.observes_time)
 
     @property
     def reports_wins(self) -> bool:
         """Whether episodes can be won (SMAX); elsewhere the win rate is NaN."""
         return False
 
-    def global_state(self, inner: Any, obs: chex.Array) -> chex.Array:
-        """The critic's centralised state ``[S]`` in jaxmarl state ``inner`` with observations ``obs [N, O]``
+    def world_state(self, inner: Any, obs: chex.Array) -> chex.Array:
+        """The centralised state ``[world_state_dim]`` in jaxmarl state ``inner`` with observations ``obs [N, O]``
         (MPE: concatenated observations)."""
         return global_state(obs)
+
+    def global_state(self, inner: Any, obs: chex.Array) -> chex.Array:
+        """The critic's state ``[S]``: ``world_state``, then (``time_limit="observe"``) ``time_left``."""
+        world = self.world_state(inner, obs)
+        if not self.observes_time:
+            return world
+        return jnp.concatenate([world, self.time_left(inner)[None].astype(world.dtype)])
+
+    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
+        """(transitions taken in the episode so far, transitions in an episode that reaches the time limit).
+        jaxmarl's MPE and SMAX test ``step >= max_steps`` before counting the step: max_steps + 1 transitions."""
+        return inner.step, self.env.max_steps + 1
+
+    def time_left(self, inner: Any) -> chex.Array:
+        """``[]`` the fraction of the time limit left: 1 at a reset, 0 in the state the limit ends in."""
+        elapsed, horizon = self.elapsed_and_horizon(inner)
+        return jnp.clip(1.0 - elapsed / horizon, 0.0, 1.0)
 
     def avail_actions(self, inner: Any) -> chex.Array:
         """Available actions ``[N, A]`` (bool) in jaxmarl state ``inner``: each agent's real actions (MPE:
@@ -135,6 +173,8 @@ class MultiAgentEnv:
         reward = jnp.stack([reward[a] for a in self.agents]).astype(jnp.float32)
         ended = done["__all__"]
         terminated, truncated, won = self.episode_end(inner, ended, info)
+        if self.time_limit != "bootstrap":  # the limit ends the task: targets do not look past it
+            terminated, truncated = terminated | truncated, jnp.zeros_like(truncated)
         final_state, final_avail = self.global_state(inner, final_obs), self.avail_actions(inner)
         ret = state.episode_return + reward.mean()
         length = state.episode_length + 1

@@ -63,6 +63,10 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
         truncated = done & (info["truncation"] > 0)
         return done & ~truncated, truncated, jnp.zeros_like(done)
 
+    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
+        """brax's ``EpisodeWrapper`` counts the episode's steps in ``info["steps"]`` up to ``episode_length``."""
+        return inner.info["steps"], self.env.episode_length
+
     def agent_actions(self, actions: chex.Array) -> dict[str, chex.Array]:
         """Padded actions ``[N, A]`` -> {agent: real dims clipped to its Box}."""
         low, high = self._bounds()

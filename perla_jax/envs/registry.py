@@ -6,9 +6,10 @@ and one line in ``FAMILIES``; see CONTRIBUTING.md.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
-from perla_jax.envs.base import EnvFamily, MultiAgentEnv
+from perla_jax.envs.base import TIME_LIMITS, EnvFamily, MultiAgentEnv
 from perla_jax.envs.credit import FAMILY as CREDIT
 from perla_jax.envs.mabrax import FAMILY as MABRAX
 from perla_jax.envs.mpe import FAMILY as MPE
@@ -55,12 +56,22 @@ def check_map(name: str, map_name: str) -> None:
         raise ValueError(f"map_name={map_name!r} is unknown: allowed are {allowed}")
 
 
-def make_env(name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: str = "") -> MultiAgentEnv:
-    """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the map where the family has maps."""
+def check_time_limit(time_limit: str) -> None:
+    if time_limit not in TIME_LIMITS:
+        raise ValueError(f"time_limit={time_limit!r} is invalid: allowed are {', '.join(TIME_LIMITS)}")
+
+
+def make_env(
+    name: str, env_kwargs: Mapping[str, Any] | None = None, map_name: str = "", time_limit: str = "bootstrap"
+) -> MultiAgentEnv:
+    """The environment ``name`` (alias or jaxmarl name); ``map_name`` is the map where the family has maps;
+    ``time_limit`` what its time limit means to the critics (``envs.base.TIME_LIMITS``)."""
     check_map(name, map_name)
+    check_time_limit(time_limit)
     kwargs = dict(env_kwargs or {})
     try:
-        return env_family(name).make(resolve_env_name(name), kwargs, map_name)
+        return dataclasses.replace(env_family(name).make(resolve_env_name(name), kwargs, map_name),
+                                   time_limit=time_limit)
     except (TypeError, ValueError) as e:
         # jaxmarl's constructors check few of their arguments: name the field whatever they raise.
         if isinstance(e, ValueError) and str(e).startswith("env"):  # our own messages name the field already

@@ -36,15 +36,18 @@ class SMAXEnv(MultiAgentEnv):
     map_name: str = ""
 
     @property
-    def state_dim(self) -> int:
+    def world_state_dim(self) -> int:
         return int(self.env.state_size)
 
     @property
     def reports_wins(self) -> bool:
         return True
 
-    def global_state(self, inner: Any, obs: chex.Array) -> chex.Array:
+    def world_state(self, inner: Any, obs: chex.Array) -> chex.Array:
         return self.env.get_world_state(inner)
+
+    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
+        return inner.state.step, self.env.max_steps + 1
 
     def avail_actions(self, inner: Any) -> chex.Array:
         return self.only_real_actions(self._stack(self.env.get_avail_actions(inner)).astype(bool))

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import orbax.checkpoint as ocp
 
+from perla_jax.config import LEGACY_VALUES
 from perla_jax.outputs.recording import COLUMNS
 
 CHECKPOINT_DIR = "checkpoints"
@@ -111,7 +112,7 @@ def config_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) ->
 def check_meta_config(meta: Mapping[str, Any], config: Mapping[str, Any], step: int) -> None:
     """Raises ValueError naming the fields where checkpoint ``step``'s stored config differs from ``config``
     (the run folder's config.json)."""
-    diff = config_differences(config, meta.get("config", {}))
+    diff = config_differences(config, {**LEGACY_VALUES, **meta.get("config", {})})
     if diff:
         raise ValueError(
             f"checkpoint {step} was saved with a different config than config.json "
