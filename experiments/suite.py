@@ -35,7 +35,7 @@ import numpy as np
 
 from perla_jax import Config, analysis, make_env, recording
 from perla_jax.config import LEGACY_VALUES
-from studies import BUDGETS, STUDIES, Study
+from studies import BUDGETS, STUDIES, Study, axis_value
 from suite_figures import plot_against_axis
 
 RUN_PY = Path(__file__).with_name("run.py")
@@ -177,6 +177,26 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
     ])
 
 
+def signal_section(done: list[tuple[Study, dict[str, Path]]], budget: str) -> str:
+    """One table over the agent-scaling studies: per environment and N, how much of the TD errors' variance the
+    others' immediate actions explain (others_share), whether the Q-critic keeps its dependence on them
+    (critic_sample_var) and PERLA's pg_var relative to the V-critic twin's at the same N."""
+    rows = ["| study | N | run | others_share | critic_sample_var (final) | pg_var / twin's pg_var |",
+            "|---|---|---|---|---|---|"]
+    for study, folders in done:
+        runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
+        for label, run in runs.items():
+            if not run.cfg.uses_q_critic:
+                continue
+            twin = label.replace("perla_", "", 1)  # perla_mappo N=8 -> mappo N=8
+            ratio = np.nanmean(run.metrics["pg_var"]) / np.nanmean(runs[twin].metrics["pg_var"])
+            sample_var = np.nanmean(analysis.final_scores(run.metrics["critic_sample_var"]))
+            rows.append(f"| {study.name} | {axis_value(run.cfg, 'num_agents')} | {label} | {share_cell(run)} "
+                        f"| {sample_var:.2g} | {ratio:.2f} |")
+    return "\n".join([f"**Where PERLA can matter: the perla-signal metric per environment** (budget `{budget}`; means "
+                      "over updates and seeds).", "", *rows])
+
+
 def main(argv: list[str] | None = None) -> dict[str, str]:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,14 +209,23 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     studies = [STUDIES[name] for name in (args.study or STUDIES)]
     for study in studies:  # every Config is validated before anything trains
         study.configs(args.budget)
-    bodies = {}
+    bodies, scaling = {}, []
     for study in studies:
-        body = report(study, args.budget, run_study(study, args.budget, args.out), argv, args.figures)
+        folders = run_study(study, args.budget, args.out)
+        body = report(study, args.budget, folders, argv, args.figures)
+        if study.against == "num_agents":
+            scaling.append((study, folders))
         if args.write:
             recording.write_marked_section(args.write, study.name, body)
+        (args.out / args.budget).mkdir(parents=True, exist_ok=True)
         (args.out / args.budget / f"{study.name}.md").write_text(body + "\n")
         print(body, flush=True)
         bodies[study.name] = body
+    if scaling:
+        bodies["perla-signal"] = signal_section(scaling, args.budget)
+        print(bodies["perla-signal"], flush=True)
+        if args.write:
+            recording.write_marked_section(args.write, "perla-signal", bodies["perla-signal"])
     (args.out / "suite.json").write_text(json.dumps({"argv": argv, "studies": list(bodies)}) + "\n")
     return bodies
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 from programs import ROOT
+
+from perla_jax import analysis
 
 sys.path.insert(0, str(ROOT / "experiments"))  # the scripts import each other as siblings
 import studies  # noqa: E402
@@ -25,7 +28,7 @@ def test_every_study_validates_and_keeps_fields_apart_from_the_budget(budget):
 
 
 def test_unknown_budget_is_refused():
-    with pytest.raises(ValueError, match="budget='huge' is invalid: allowed are smoke, paper"):
+    with pytest.raises(ValueError, match="budget='huge' is invalid: allowed are smoke, cpu, paper"):
         next(iter(studies.STUDIES.values())).configs("huge")
 
 
@@ -61,3 +64,37 @@ def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches)"
     (tmp_path / suite.WALL_FILE).write_text("90.0\n")
     assert suite.wall_cell(tmp_path) == "1.5"
+
+
+@pytest.mark.timeout(300)
+def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monkeypatch):
+    runs = {f"{algo} N={n}": dict(algo=algo, env_kwargs={"num_agents": n}) for n in (2, 3)
+            for algo in ("mappo", "perla_mappo")}
+    tiny = studies.Study("tiny-n", "Tiny credit game against N", common=dict(env="credit"), runs=runs,
+                         paper=dict(total_timesteps=64, num_seeds=8), against="num_agents", threshold=0.3,
+                         jaxmarl_return=True)
+    monkeypatch.setitem(suite.STUDIES, "tiny-n", tiny)
+    body = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
+                       str(tmp_path / "figs")])["tiny-n"]
+    header, *rows = [line for line in body.splitlines() if line.startswith("| ")]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = {row.split(" | ")[0].lstrip("| "): [c.strip() for c in row.strip("|").split("|")] for row in rows}
+    paired = columns.index("minus mappo (paired, 95% CI)")
+    assert cells["mappo N=3"][paired] == "-" and cells["perla_mappo N=3"][paired].endswith("vs mappo N=3")
+    assert "(2 seeds) vs mappo N=2" in cells["perla_mappo N=2"][paired]
+    # x N: the JaxMARL convention, N times the mean final return
+    mean = float(cells["mappo N=3"][columns.index("final return: mean [95% CI]")].split()[0])
+    assert float(cells["mappo N=3"][columns.index("final return x N (JaxMARL)")]) == pytest.approx(3 * mean, abs=0.01)
+    reach = cells["mappo N=2"][columns.index("updates to return >= 0.3 (seeds reaching)")]
+    assert reach.endswith("/2)")
+    assert all(cells[label][columns.index("train steps/s")] != "-" for label in runs)  # every run has timing.csv
+    assert (tmp_path / "figs" / "tiny-n-smoke-n.png").stat().st_size > 0
+    signal = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
+                         str(tmp_path / "figs")])["perla-signal"]  # everything finished: only the tables again
+    signal_rows = [line for line in signal.splitlines() if line.startswith("| tiny-n")]
+    assert [row.split(" | ")[1:3] for row in signal_rows] == [["2", "perla_mappo N=2"], ["3", "perla_mappo N=3"]]
+
+
+def test_updates_to_threshold_counts_from_one_and_marks_seeds_that_never_reach():
+    values = np.array([[0.1, 0.5, 0.95, 0.8], [0.9, 0.1, 0.1, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    np.testing.assert_array_equal(analysis.updates_to_threshold(values, 0.9), [3.0, 1.0, np.nan])
