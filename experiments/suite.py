@@ -11,7 +11,7 @@ in the run folder.
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
 (rliable), the paired difference from the study's baseline (at the same N in a scaling study) with a 95%
-t-interval, where the study has a threshold the updates to reach it, the mean return over all updates (learning
+t-interval, rliable's probability of improvement over it with its 95% stratified-bootstrap CI, where the study has a threshold the updates to reach it, the mean return over all updates (learning
 speed), the mean over updates and seeds of ``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors'
 variance the others' actions explain), training steps/s of the median compiled chunk, and how many launches each
 run took.
@@ -130,7 +130,7 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
     scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []
     header = ["run", "final return: mean [95% CI]", "IQM [95% CI]", *scaled,
-              f"minus {study.baseline} (paired, 95% CI)", *reach, "mean return over training", "pg_var", "pg_snr",
+              f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *reach, "mean return over training", "pg_var", "pg_snr",
               "critic_sample_var (final)", "others_share", "train steps/s", "wall min (all launches)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (label, run), ci in zip(runs.items(), ci_rows):
@@ -140,9 +140,11 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
         paired = "-" if label == baseline else f"{diff:+.3f} ± {half:.3f} ({pairs} seeds)" + (
             f" vs {baseline}" if baseline != study.baseline else "")
         speed = recording.training_steps_per_second(folders[label], run.cfg)
+        p, (low, high) = analysis.probability_of_improvement(finals[label], finals[baseline])
+        improvement = "-" if label == baseline else f"{p:.2f} [{low:.2f}, {high:.2f}]"
         cells = [label, f"{ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}]",
                  f"{ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}]",
-                 *([f"{ci.mean * num_agents(run.cfg):.2f}"] if scaled else []), paired,
+                 *([f"{ci.mean * num_agents(run.cfg):.2f}"] if scaled else []), paired, improvement,
                  *([threshold_cell(run, study.threshold)] if reach else []),
                  f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
                  f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),

@@ -157,3 +157,13 @@ def test_paired_difference_by_hand():
     assert half == pytest.approx(scipy.stats.t.ppf(0.975, 2) * np.std([1, 1, 3], ddof=1) / np.sqrt(3))
     with pytest.raises(ValueError, match="same seeds"):
         analysis.paired_difference(x, y[:3])
+
+
+def test_probability_of_improvement_matches_counting_pairs():
+    # P(X > Y) over all pairs, ties one half: [1, 2, 3] vs [0.5, 2.5] wins 1 + 1 + 2 of 6 pairs
+    p, (low, high) = analysis.probability_of_improvement(np.array([1.0, 2.0, 3.0]), np.array([0.5, 2.5]))
+    assert p == pytest.approx(4 / 6) and 0.0 <= low <= p <= high <= 1.0
+    p, ci = analysis.probability_of_improvement(np.arange(8.0) + 10, np.arange(8.0))
+    assert p == 1.0 and ci == (1.0, 1.0)  # every resample still has X above Y
+    assert analysis.probability_of_improvement(np.arange(8.0), np.arange(8.0))[0] == 0.5  # ties: one half
+    assert analysis.probability_of_improvement(np.array([1.0, np.nan, 3.0]), np.array([2.0]))[0] == 0.5

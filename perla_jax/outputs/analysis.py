@@ -108,7 +108,6 @@ def final_table(
 ) -> list[FinalRow]:
     """Mean and IQM over seeds of each run's final performance, with 95% stratified-bootstrap CIs
     (rliable, ``reps`` resamples, seeded so the table is reproducible)."""
-    from rliable import library as rly
     from rliable import metrics as rly_metrics
 
     check_metric(metric)
@@ -121,23 +120,45 @@ def final_table(
         aggregate = lambda x: np.array([rly_metrics.aggregate_mean(x), rly_metrics.aggregate_iqm(x)])
         # rliable 1.2's StratifiedBootstrap draws its indices from NumPy's global RNG (np.random.choice),
         # ignoring random_state; seed that, and restore it so callers' global streams are untouched.
-        global_state = np.random.get_state()
-        try:
-            np.random.seed(seed)
-            with warnings.catch_warnings():
-                # arch deprecates RandomState in favour of Generator; rliable 1.2 still passes one.
-                warnings.simplefilter("ignore", FutureWarning)
-                point, interval = rly.get_interval_estimates(
-                    {label: kept[:, None]}, aggregate, reps=reps, random_state=np.random.RandomState(seed)
-                )
-        finally:
-            np.random.set_state(global_state)
+        point, interval = _seeded_interval_estimates({label: kept[:, None]}, aggregate, reps, seed)
         (mean, iqm), ci = point[label], interval[label]
         rows.append(
             FinalRow(label, kept.size, scores.size, float(mean), tuple(map(float, ci[:, 0])), float(iqm),
                      tuple(map(float, ci[:, 1])))
         )
     return rows
+
+
+def _seeded_interval_estimates(scores: dict, aggregate, reps: int, seed: int) -> tuple[dict, dict]:
+    """rliable's stratified-bootstrap point estimates and 95% CIs, reproducible for a given ``seed``."""
+    from rliable import library as rly
+
+    # rliable 1.2's StratifiedBootstrap draws its indices from NumPy's global RNG (np.random.choice),
+    # ignoring random_state; seed that, and restore it so callers' global streams are untouched.
+    global_state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        with warnings.catch_warnings():
+            # arch deprecates RandomState in favour of Generator; rliable 1.2 still passes one.
+            warnings.simplefilter("ignore", FutureWarning)
+            return rly.get_interval_estimates(scores, aggregate, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(global_state)
+
+
+def probability_of_improvement(
+    x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
+    """rliable's probability of improvement P(X > Y) of per-seed scores ``x`` over ``y`` (ties count one half)
+    with its 95% stratified-bootstrap CI; seeds with a non-finite score are left out."""
+    from rliable import metrics as rly_metrics
+
+    x, y = (np.asarray(v, dtype=np.float64) for v in (x, y))
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    point, interval = _seeded_interval_estimates(
+        {"x": (x[:, None], y[:, None])}, rly_metrics.probability_of_improvement, reps, seed)
+    low, high = np.ravel(interval["x"])
+    return float(point["x"]), (float(low), float(high))
 
 
 def format_table(rows: Sequence[FinalRow], metric: str = "return") -> str:
