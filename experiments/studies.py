@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from perla_jax import Config
+from perla_jax.presets import PRESETS
 
 BUDGETS = ("smoke", "cpu", "paper")
 # The smoke budget: two updates of tiny networks over two seeds, whatever the study.
@@ -40,6 +41,8 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
                  "perla_mappo": dict(algo="perla_mappo", critic_target="joint", advantage="td", k=16),
                  "perla_ippo": BASELINES["perla_ippo joint td"]}
+
+BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
 
 
 def over_agents(counts: tuple[int, ...], env_kwargs) -> dict[str, dict[str, Any]]:
@@ -150,7 +153,7 @@ STUDIES: dict[str, Study] = {
             common=dict(env="mpe", time_limit="bootstrap"),
             runs=over_agents((3, 6, 9), lambda n: {"num_agents": n, "num_landmarks": n}),
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="num_agents", jaxmarl_return=True,
-            cpu=dict(total_timesteps=100_352, num_seeds=8),  # 49 updates of 16 envs x 128 steps
+            cpu=dict(total_timesteps=200_704, num_seeds=8),  # 98 updates of 16 envs x 128 steps
         ),
         Study(
             "k-mpe6", "MPE simple_spread, 6 agents: K joint-action samples",
@@ -158,7 +161,18 @@ STUDIES: dict[str, Study] = {
             runs={"mappo": BASELINES["mappo"], **{label: fields for label, fields in K_FAMILIES.items()
                                                   if " td " in label}},
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
-            cpu=dict(total_timesteps=100_352, num_seeds=8),
+            cpu=dict(total_timesteps=100_352, num_seeds=8),  # 49 updates
+        ),
+        *(Study(
+            f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
+            "settings (--preset jaxmarl)",
+            common=dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name=map_name), runs=BENCHMARK_ALGOS,
+            paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS
+        ) for map_name in ("3m", "2s3z", "3s5z")),
+        Study(
+            "mabrax-ant4x2", "MABrax ant_4x2, JaxMARL's ippo_ff_mabrax settings (--preset jaxmarl)",
+            common=dict(PRESETS["jaxmarl"]["mabrax"], env="ant_4x2"), runs=BENCHMARK_ALGOS,
+            paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS: 520 updates of 64 x 300
         ),
         Study(
             "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",
