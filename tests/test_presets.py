@@ -66,6 +66,7 @@ def test_run_cli_applies_the_preset_under_explicit_options(tmp_path):
     args = parser.parse_args(argv)
     given = vars(run.build_parser(config_defaults=False).parse_args(argv))
     cfg = run.config_from_args(args, given)
-    assert cfg == Config(num_envs=4, total_timesteps=10_000_000)  # MPE's preset is our default but for the budget
+    # MPE's preset is our default but for the budget and JaxMARL's no-bootstrap time limit
+    assert cfg == Config(num_envs=4, total_timesteps=10_000_000, time_limit="terminal")
     with pytest.raises(SystemExit):
         run.main(["--resume", str(tmp_path), "--preset", "jaxmarl"])
