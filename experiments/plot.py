@@ -23,6 +23,9 @@ DESCRIPTION = (
 )
 
 
+RETURN_CONVENTIONS = ("team", "jaxmarl")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plot.py", description=DESCRIPTION.format(pct=100 * analysis.FINAL_FRACTION),
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--final-fraction", type=float, default=analysis.FINAL_FRACTION,
         help="fraction of the last updates averaged into a seed's final performance",
     )
+    parser.add_argument("--return-convention", choices=RETURN_CONVENTIONS, default="team",
+                        help="team: the sum over an episode of the mean reward over agents (ours, Mava's); jaxmarl: N "
+                        "times that, as JaxMARL's MPELogWrapper logs it")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--marl-eval", type=Path, default=None, metavar="FILE.json",
                         help="also write the runs in marl-eval's raw-data JSON (one run per seed)")
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None) -> list[analysis.FinalRow]:
         parser.error(f"reps={args.reps} is invalid: allowed is an integer >= 1")
     try:
         runs = [analysis.load_run(path) for path in args.runs]
+        if args.return_convention == "jaxmarl":
+            runs = [analysis.in_jaxmarl_convention(run) for run in runs]
         rows = analysis.final_table(runs, args.metric, args.final_fraction, reps=args.reps, seed=args.seed)
         out = analysis.plot_runs(runs, args.out, args.metric, reps=args.reps, seed=args.seed)
         if args.marl_eval is not None:

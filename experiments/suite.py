@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from perla_jax import Config, analysis, make_env, recording
+from perla_jax import Config, analysis, recording
 from perla_jax.config import LEGACY_VALUES
 from studies import BUDGETS, STUDIES, Study, axis_value
 from suite_figures import plot_against_axis
@@ -111,10 +111,6 @@ def wall_cell(folder: Path) -> str:
     return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches)" if launches > 1 else "")
 
 
-def num_agents(cfg: Config) -> int:
-    return make_env(cfg.env, cfg.env_kwargs, cfg.map_name).num_agents
-
-
 def threshold_cell(run: analysis.Run, threshold: float) -> str:
     """Updates to reach ``threshold``: mean and 95% t-interval over the seeds that reach it, and how many do."""
     updates = analysis.updates_to_threshold(run.metrics["return"], threshold)
@@ -144,7 +140,7 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
         improvement = "-" if label == baseline else f"{p:.2f} [{low:.2f}, {high:.2f}]"
         cells = [label, f"{ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}]",
                  f"{ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}]",
-                 *([f"{ci.mean * num_agents(run.cfg):.2f}"] if scaled else []), paired, improvement,
+                 *([f"{ci.mean * analysis.num_agents(run.cfg):.2f}"] if scaled else []), paired, improvement,
                  *([threshold_cell(run, study.threshold)] if reach else []),
                  f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
                  f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),

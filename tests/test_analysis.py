@@ -167,3 +167,15 @@ def test_probability_of_improvement_matches_counting_pairs():
     assert p == 1.0 and ci == (1.0, 1.0)  # every resample still has X above Y
     assert analysis.probability_of_improvement(np.arange(8.0), np.arange(8.0))[0] == 0.5  # ties: one half
     assert analysis.probability_of_improvement(np.array([1.0, np.nan, 3.0]), np.array([2.0]))[0] == 0.5
+
+
+def test_jaxmarl_return_convention_multiplies_by_the_number_of_agents(runs, tmp_path, capsys):
+    spread6 = write_run(tmp_path / "six", returns_ending_at(np.array([-2.0, -4.0])),
+                        Config(algo="mappo", env_kwargs={"num_agents": 6, "num_landmarks": 6}))
+    team = plot_cli.main([str(runs[1]), str(spread6), "--out", str(tmp_path / "t.png"), "--reps", "100"])
+    jaxmarl = plot_cli.main([str(runs[1]), str(spread6), "--out", str(tmp_path / "j.png"), "--reps", "100",
+                             "--return-convention", "jaxmarl"])
+    assert [j.mean for j in jaxmarl] == pytest.approx([3 * team[0].mean, 6 * team[1].mean])  # MPE default: 3 agents
+    with pytest.raises(SystemExit):  # a run without config.json: N unknown
+        plot_cli.main([str(runs[2]), "--out", str(tmp_path / "x.png"), "--return-convention", "jaxmarl"])
+    assert "number of agents" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats  # a dependency of jax itself
 
 from perla_jax.config import Config
+from perla_jax.envs.registry import make_env
 from perla_jax.outputs import recording
 from perla_jax.types import METRICS
 
@@ -78,6 +79,20 @@ def load_run(path: str | Path) -> Run:
     metrics = recording.read_metrics(csv_path)  # ValueError naming the file when it has no rows
     cfg = recording.read_config(path) if (path / recording.CONFIG_FILE).is_file() else None
     return Run(path, metrics, cfg)
+
+
+def num_agents(cfg: Config) -> int:
+    """The number of agents of ``cfg``'s environment."""
+    return make_env(cfg.env, cfg.env_kwargs, cfg.map_name).num_agents
+
+
+def in_jaxmarl_convention(run: Run) -> Run:
+    """``run`` with its ``return`` in JaxMARL's MPE convention: N times our team return (its ``MPELogWrapper``
+    multiplies every reward by the number of agents). ValueError for a run without config.json (N unknown)."""
+    if run.cfg is None:
+        raise ValueError(f"{run.path} has no {recording.CONFIG_FILE}: its number of agents, which JaxMARL's return "
+                         "convention multiplies by, is unknown")
+    return dataclasses.replace(run, metrics={**run.metrics, "return": run.metrics["return"] * num_agents(run.cfg)})
 
 
 def labels_for(runs: Sequence[Run]) -> list[str]:
