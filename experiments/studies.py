@@ -150,14 +150,14 @@ STUDIES: dict[str, Study] = {
         ),
         Study(
             "scaling-mpe", "MPE simple_spread: the number of agents N (as many landmarks)",
-            common=dict(env="mpe", time_limit="bootstrap"),
+            common=dict(env="mpe", time_limit="observe"),
             runs=over_agents((3, 6, 9), lambda n: {"num_agents": n, "num_landmarks": n}),
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="num_agents", jaxmarl_return=True,
             cpu=dict(total_timesteps=200_704, num_seeds=8),  # 98 updates of 16 envs x 128 steps
         ),
         Study(
             "k-mpe6", "MPE simple_spread, 6 agents: K joint-action samples",
-            common=dict(env="mpe", time_limit="bootstrap", env_kwargs={"num_agents": 6, "num_landmarks": 6}),
+            common=dict(env="mpe", time_limit="observe", env_kwargs={"num_agents": 6, "num_landmarks": 6}),
             runs={"mappo": BASELINES["mappo"], **{label: fields for label, fields in K_FAMILIES.items()
                                                   if " td " in label}},
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
