@@ -219,11 +219,12 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         (args.out / args.budget / f"{study.name}.md").write_text(body + "\n")
         print(body, flush=True)
         bodies[study.name] = body
-    if scaling:
-        bodies["perla-signal"] = signal_section(scaling, args.budget)
-        print(bodies["perla-signal"], flush=True)
+    if scaling:  # one section per budget: a table does not mix budgets
+        name = "perla-signal" + ("" if args.budget == "paper" else f"-{args.budget}")
+        bodies[name] = signal_section(scaling, args.budget)
+        print(bodies[name], flush=True)
         if args.write:
-            recording.write_marked_section(args.write, "perla-signal", bodies["perla-signal"])
+            recording.write_marked_section(args.write, name, bodies[name])
     (args.out / "suite.json").write_text(json.dumps({"argv": argv, "studies": list(bodies)}) + "\n")
     return bodies
 

@@ -90,7 +90,7 @@ def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monk
     assert all(cells[label][columns.index("train steps/s")] != "-" for label in runs)  # every run has timing.csv
     assert (tmp_path / "figs" / "tiny-n-smoke-n.png").stat().st_size > 0
     signal = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-                         str(tmp_path / "figs")])["perla-signal"]  # everything finished: only the tables again
+                         str(tmp_path / "figs")])["perla-signal-smoke"]  # everything finished: only the tables again
     signal_rows = [line for line in signal.splitlines() if line.startswith("| tiny-n")]
     assert [row.split(" | ")[1:3] for row in signal_rows] == [["2", "perla_mappo N=2"], ["3", "perla_mappo N=3"]]
 
