@@ -50,8 +50,10 @@ def plot_against_axis(study: Study, folders: dict[str, Path], out: Path) -> Path
         else:
             flat[label] = (folder, run)
     for ax, (name, per_seed, log) in zip(axes, chosen):
+        plotted = []  # every mean drawn on this panel
         for label, (folder, run) in flat.items():
             mean, half, _ = analysis.t_interval(per_seed(folder, run))
+            plotted.append(mean)
             line = ax.axhline(mean, linestyle="--", color="black", label=f"{label} (no {suffix.strip(' =')})")
             if np.isfinite(half):
                 ax.axhspan(mean - half, mean + half, color=line.get_color(), alpha=0.1)
@@ -60,10 +62,11 @@ def plot_against_axis(study: Study, folders: dict[str, Path], out: Path) -> Path
             stats = [analysis.t_interval(per_seed(folder, run)) for _, folder, run in members]
             mean, half = np.array([s[0] for s in stats]), np.nan_to_num(np.array([s[1] for s in stats]))
             ax.errorbar([m[0] for m in members], mean, yerr=half, marker="o", capsize=3, label=family)
+            plotted.extend(mean)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(AXIS_NAMES[study.against])
         ax.set_ylabel(name)
-        if log:
+        if log and any(np.isfinite(v) and v > 0 for v in plotted):  # runs recorded before timing.csv: all NaN
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
