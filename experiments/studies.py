@@ -168,11 +168,13 @@ STUDIES: dict[str, Study] = {
             "settings (--preset jaxmarl)",
             common=dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name=map_name), runs=BENCHMARK_ALGOS,
             paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS
+            cpu=dict(total_timesteps=491_520, num_seeds=8),  # 30 updates of 128 x 128: hours per map on 2 cores
         ) for map_name in ("3m", "2s3z", "3s5z")),
         Study(
             "mabrax-ant4x2", "MABrax ant_4x2, JaxMARL's ippo_ff_mabrax settings (--preset jaxmarl)",
             common=dict(PRESETS["jaxmarl"]["mabrax"], env="ant_4x2"), runs=BENCHMARK_ALGOS,
             paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS: 520 updates of 64 x 300
+            cpu=dict(total_timesteps=499_200, num_seeds=8),  # 26 updates of 64 x 300
         ),
         Study(
             "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",
