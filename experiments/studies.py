@@ -39,7 +39,7 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
 # The four algorithms of the agent-scaling studies, PERLA at its defaults (the same fields as in BASELINES, so
 # a Config shared with the defaults studies is trained once).
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
-                 "perla_mappo": dict(algo="perla_mappo", critic_target="joint", advantage="td", k=16),
+                 "perla_mappo": PERLA_GRID["perla_mappo joint td"],
                  "perla_ippo": BASELINES["perla_ippo joint td"]}
 
 BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5

@@ -11,10 +11,10 @@ in the run folder.
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
 (rliable), the paired difference from the study's baseline (at the same N in a scaling study) with a 95%
-t-interval, rliable's probability of improvement over it with its 95% stratified-bootstrap CI, where the study has a threshold the updates to reach it, the mean return over all updates (learning
-speed), the mean over updates and seeds of ``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors'
-variance the others' actions explain), training steps/s of the median compiled chunk, and how many launches each
-run took.
+t-interval, rliable's probability of improvement over it with its 95% stratified-bootstrap CI, where the study
+has a threshold the updates to reach it, the mean return over all updates (learning speed), the mean over updates
+and seeds of ``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors' variance the others' actions
+explain), training steps/s of the median compiled chunk, and how many launches each run took.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 
 from perla_jax import Config, analysis, recording
 from perla_jax.config import LEGACY_VALUES
-from studies import BUDGETS, STUDIES, Study, axis_value
+from studies import AXIS_SUFFIX, BUDGETS, STUDIES, Study, axis_value
 from suite_figures import plot_against_axis
 
 RUN_PY = Path(__file__).with_name("run.py")
@@ -126,8 +126,9 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
     scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []
     header = ["run", "final return: mean [95% CI]", "IQM [95% CI]", *scaled,
-              f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *reach, "mean return over training", "pg_var", "pg_snr",
-              "critic_sample_var (final)", "others_share", "train steps/s", "wall min (all launches)"]
+              f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *reach,
+              "mean return over training", "pg_var", "pg_snr", "critic_sample_var (final)", "others_share",
+              "train steps/s", "wall min (all launches)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (label, run), ci in zip(runs.items(), ci_rows):
         baseline = study.baseline_for(label)
@@ -155,9 +156,9 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
     analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure, labels=list(folders))
     extra = []
     if study.against:
-        axis = {"k": "k", "num_agents": "n"}[study.against]
-        axis_figure = plot_against_axis(study, folders, figures / f"{study.name}-{budget}-{axis}.png")
-        extra = [f"Final return, pg_var and cost against {axis.upper()}: "
+        axis = AXIS_SUFFIX[study.against].strip(" =")  # K or N
+        axis_figure = plot_against_axis(study, folders, figures / f"{study.name}-{budget}-{axis.lower()}.png")
+        extra = [f"Final return, pg_var and cost against {axis}: "
                  f"[{axis_figure.name}]({axis_figure.as_posix()}).  "]
     now = datetime.datetime.now(datetime.timezone.utc)
     return "\n".join([

@@ -8,8 +8,8 @@ from typing import Any, Mapping
 
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS
 from perla_jax.algos import ALGO_SPECS, ALGOS, AlgoSpec
-from perla_jax.envs.base import TIME_LIMITS
-from perla_jax.envs.registry import check_map, env_family
+from perla_jax.envs.base import TIME_LIMITS  # noqa: F401  (the choices, beside the others, for cli)
+from perla_jax.envs.registry import check_map, check_time_limit, env_family
 
 ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
 ACTIVATIONS = ("tanh", "relu")
@@ -175,7 +175,7 @@ class Config:
         self._check_network(family.default_network, family.continuous)
         if self.time_limit == "":
             object.__setattr__(self, "time_limit", family.default_time_limit)
-        _check_choice("time_limit", self.time_limit, TIME_LIMITS)
+        check_time_limit(self.time_limit)
 
     def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":

@@ -43,21 +43,6 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode={mode!r} is invalid: allowed are {', '.join(MODES)}")
 
 
-def episode_horizon(env: MultiAgentEnv) -> int:
-    """Steps to run per episode: jaxmarl's MPE and SMAX end an episode after at most ``max_steps + 1``
-    transitions (they check ``step >= max_steps`` before incrementing); MABrax's brax ``EpisodeWrapper``
-    truncates after ``episode_length`` transitions. Evaluation checks that every episode did end."""
-    max_steps = getattr(env.env, "max_steps", None)
-    if isinstance(max_steps, int):
-        return max_steps + 1
-    episode_length = getattr(env.env, "episode_length", None)
-    if isinstance(episode_length, int):
-        return episode_length
-    raise ValueError(
-        f"env={env.name!r} has no integer max_steps or episode_length: evaluation needs an episode time limit"
-    )
-
-
 def play_episode(
     env: MultiAgentEnv,
     agents: Agents,
@@ -105,7 +90,7 @@ def make_evaluator(
     check_mode(mode)
     if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
         raise ValueError(f"episodes={num_episodes!r} is invalid: allowed is an integer >= 1")
-    horizon, greedy = episode_horizon(env), mode == "greedy"
+    horizon, greedy = env.horizon, mode == "greedy"
 
     def one_seed(params, key):
         keys = jax.random.split(key, num_episodes)

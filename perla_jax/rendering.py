@@ -20,7 +20,7 @@ from PIL import Image
 
 from perla_jax.agents import Agents
 from perla_jax.envs.base import MultiAgentEnv
-from perla_jax.evaluation import check_mode, episode_horizon, play_episode
+from perla_jax.evaluation import check_mode, play_episode
 
 FRAME_MS = 100  # display time of one environment step
 
@@ -75,7 +75,7 @@ def record_episodes(
         raise ValueError(f"render={num_episodes!r} is invalid: allowed is an integer >= 1")
     if not _is_smax(env) and not (hasattr(env.env, "rad") and hasattr(env.env, "colour")):
         raise ValueError(f"env={env.name!r} cannot be rendered: allowed are the MPE scenarios and SMAX")
-    horizon, greedy = episode_horizon(env), mode == "greedy"
+    horizon, greedy = env.horizon, mode == "greedy"
 
     @jax.jit
     def play(keys):

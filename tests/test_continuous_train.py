@@ -13,7 +13,7 @@ from perla_jax import Config, make_env
 from perla_jax.agents import Agents
 from perla_jax.envs.mabrax import ContinuousMultiAgentEnv
 from perla_jax.envs.registry import resolve_env_name
-from perla_jax.evaluation import episode_horizon, make_evaluator
+from perla_jax.evaluation import make_evaluator
 from perla_jax.rollout import rollout
 from perla_jax.train import METRICS, make_trainer
 
@@ -114,7 +114,7 @@ def test_mabrax_time_limit_is_a_truncation():
         assert (bool(tr.terminated), bool(tr.truncated)) == (False, t == 2)
         assert np.all(np.isfinite(tr.reward)) and tr.reward.shape == (4,)
     assert float(tr.episode_length) == 3.0 and float(state.inner.info["steps"]) == 0.0  # reset after the end
-    assert episode_horizon(env) == 3  # evaluation runs brax's episode_length steps
+    assert env.horizon == 3  # evaluation runs brax's episode_length steps
 
 
 def test_greedy_evaluation_of_a_zero_policy_matches_the_closed_form(toy):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from perla_jax import Config, make_trainer
-from perla_jax.evaluation import Episodes, episode_horizon, make_evaluator, summarise
+from perla_jax.evaluation import Episodes, make_evaluator, summarise
 
 SEEDS, EPISODES = 2, 3
 # MPE_simple_v3: one agent, one landmark, no collisions, reward -|p_agent - p_landmark|^2 per step.
@@ -44,7 +44,7 @@ def test_greedy_stand_still_return_is_the_closed_form(setup):
     key = jax.random.PRNGKey(7)
     out = evaluators["greedy"](params, key)
     assert out.team_return.shape == (SEEDS, EPISODES)
-    length = episode_horizon(trainer.env)
+    length = trainer.env.horizon
     assert length == 26  # jaxmarl MPE: max_steps=25, ends after 26 transitions
     np.testing.assert_array_equal(out.length, length)
     assert bool(out.ended.all())

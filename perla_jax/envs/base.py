@@ -129,15 +129,27 @@ class MultiAgentEnv:
             return world
         return jnp.concatenate([world, self.time_left(inner)[None].astype(world.dtype)])
 
-    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
-        """(transitions taken in the episode so far, transitions in an episode that reaches the time limit).
-        jaxmarl's MPE and SMAX test ``step >= max_steps`` before counting the step: max_steps + 1 transitions."""
-        return inner.step, self.env.max_steps + 1
+    @property
+    def horizon(self) -> int:
+        """Transitions in an episode that reaches the time limit: jaxmarl's MPE and SMAX end an episode after at
+        most ``max_steps + 1`` (they check ``step >= max_steps`` before incrementing; the credit game's
+        ``max_steps = 0`` gives its one step); MABrax's brax ``EpisodeWrapper`` after ``episode_length``."""
+        max_steps = getattr(self.env, "max_steps", None)
+        if isinstance(max_steps, int):
+            return max_steps + 1
+        episode_length = getattr(self.env, "episode_length", None)
+        if isinstance(episode_length, int):
+            return episode_length
+        raise ValueError(f"env={self.name!r} has no integer max_steps or episode_length: allowed are environments "
+                         "with an episode time limit (evaluation and time_limit='observe' need one)")
+
+    def elapsed_steps(self, inner: Any) -> chex.Array:
+        """``[]`` transitions taken so far in the episode of jaxmarl state ``inner``."""
+        return inner.step
 
     def time_left(self, inner: Any) -> chex.Array:
         """``[]`` the fraction of the time limit left: 1 at a reset, 0 in the state the limit ends in."""
-        elapsed, horizon = self.elapsed_and_horizon(inner)
-        return jnp.clip(1.0 - elapsed / horizon, 0.0, 1.0)
+        return jnp.clip(1.0 - self.elapsed_steps(inner) / self.horizon, 0.0, 1.0)
 
     def avail_actions(self, inner: Any) -> chex.Array:
         """Available actions ``[N, A]`` (bool) in jaxmarl state ``inner``: each agent's real actions (MPE:

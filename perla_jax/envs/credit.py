@@ -78,9 +78,6 @@ class CreditEnv(MultiAgentEnv):
     def episode_end(self, inner: Any, done: chex.Array, info: Mapping[str, Any]) -> tuple[chex.Array, ...]:
         return done, jnp.zeros_like(done), jnp.zeros_like(done)
 
-    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
-        return inner.step, 1  # one transition per episode
-
 
 KWARGS = ("num_agents", "num_contexts", "num_actions", "reward_noise")
 

@@ -63,9 +63,9 @@ class ContinuousMultiAgentEnv(MultiAgentEnv):
         truncated = done & (info["truncation"] > 0)
         return done & ~truncated, truncated, jnp.zeros_like(done)
 
-    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
-        """brax's ``EpisodeWrapper`` counts the episode's steps in ``info["steps"]`` up to ``episode_length``."""
-        return inner.info["steps"], self.env.episode_length
+    def elapsed_steps(self, inner: Any) -> chex.Array:
+        """brax's ``EpisodeWrapper`` counts the episode's steps in ``info["steps"]``."""
+        return inner.info["steps"]
 
     def agent_actions(self, actions: chex.Array) -> dict[str, chex.Array]:
         """Padded actions ``[N, A]`` -> {agent: real dims clipped to its Box}."""

@@ -57,7 +57,8 @@ def check_map(name: str, map_name: str) -> None:
 
 
 def check_time_limit(time_limit: str) -> None:
-    if time_limit not in TIME_LIMITS:
+    """ValueError naming ``time_limit`` unless it is one of ``TIME_LIMITS``."""
+    if not isinstance(time_limit, str) or time_limit not in TIME_LIMITS:
         raise ValueError(f"time_limit={time_limit!r} is invalid: allowed are {', '.join(TIME_LIMITS)}")
 
 

@@ -46,8 +46,8 @@ class SMAXEnv(MultiAgentEnv):
     def world_state(self, inner: Any, obs: chex.Array) -> chex.Array:
         return self.env.get_world_state(inner)
 
-    def elapsed_and_horizon(self, inner: Any) -> tuple[chex.Array, int]:
-        return inner.state.step, self.env.max_steps + 1
+    def elapsed_steps(self, inner: Any) -> chex.Array:
+        return inner.state.step
 
     def avail_actions(self, inner: Any) -> chex.Array:
         return self.only_real_actions(self._stack(self.env.get_avail_actions(inner)).astype(bool))
