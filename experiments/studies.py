@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from perla_jax import Config
+from perla_jax.envs.base import TIME_LIMITS
 from perla_jax.presets import PRESETS
 
 BUDGETS = ("smoke", "cpu", "paper")
@@ -84,6 +85,7 @@ class Study:
     threshold: float | None = None  # also report the updates each seed takes to reach this return
     cpu: Mapping[str, Any] | None = None  # the budget on a CPU, where smaller than ``paper`` (same seeds)
     jaxmarl_return: bool = False  # also report the final return x N, JaxMARL's MPELogWrapper convention
+    score: str = "return"  # the metric the table compares ("win_rate" on SMAX, where JaxMARL reports it)
 
     def baseline_for(self, label: str) -> str:
         """The run ``label`` is paired with: ``"<baseline><suffix>"`` where the study has one for the label's
@@ -167,9 +169,17 @@ STUDIES: dict[str, Study] = {
             f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
             "settings (--preset jaxmarl)",
             common=dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name=map_name), runs=BENCHMARK_ALGOS,
+            score="win_rate",
             paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS
             cpu=dict(total_timesteps=491_520, num_seeds=8),  # 30 updates of 128 x 128: hours per map on 2 cores
         ) for map_name in ("3m", "2s3z", "3s5z")),
+        Study(
+            "timelimit-smax3m", "SMAX 3m: the time limit at JaxMARL's SMAX settings (terminal is the preset's)",
+            common=dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name="3m"),
+            runs={f"mappo {limit}": dict(algo="mappo", time_limit=limit) for limit in TIME_LIMITS},
+            paper=dict(total_timesteps=10_000_000, num_seeds=8), baseline="mappo bootstrap", score="win_rate",
+            cpu=dict(total_timesteps=491_520, num_seeds=8),  # the smax-3m budget: its mappo run is shared
+        ),
         Study(
             "mabrax-ant4x2", "MABrax ant_4x2, JaxMARL's ippo_ff_mabrax settings (--preset jaxmarl)",
             common=dict(PRESETS["jaxmarl"]["mabrax"], env="ant_4x2"), runs=BENCHMARK_ALGOS,

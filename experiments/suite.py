@@ -9,8 +9,8 @@ that was written is lost, and a Config that two studies share is trained once. C
 in the run folder.
 
 Per run the table gives, over common seeds (seed i of every run uses the same key):
-final return (mean of the last 10% of updates) as mean and IQM with 95% stratified-bootstrap CIs
-(rliable), the paired difference from the study's baseline (at the same N in a scaling study) with a 95%
+final score (the return, or the win rate where the study says so; mean of the last 10% of updates) as mean and
+IQM with 95% stratified-bootstrap CIs (rliable), the paired difference from the study's baseline (at the same N in a scaling study) with a 95%
 t-interval, rliable's probability of improvement over it with its 95% stratified-bootstrap CI, where the study
 has a threshold the updates to reach it, the mean return over all updates (learning speed), the mean over updates
 and seeds of ``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors' variance the others' actions
@@ -93,10 +93,14 @@ def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
 
 
 def wall_seconds(folder: Path) -> tuple[float, int]:
-    """Total wall seconds of a run's launches, and how many launches it took (more than one: it was resumed)."""
+    """Total wall seconds of a run's timed launches, and how many launches it took (more than one: it was
+    resumed). A launch stopped before the suite could time it (the suite itself interrupted) still counts
+    when run.py logged its stop."""
     path = folder / WALL_FILE
-    launches = [float(x) for x in path.read_text().split()] if path.is_file() else []
-    return (sum(launches) if launches else math.nan), len(launches)
+    timed = [float(x) for x in path.read_text().split()] if path.is_file() else []
+    log = folder / "run.log"
+    stopped = log.read_text(errors="replace").count("\nstopped (") if log.is_file() else 0
+    return (sum(timed) if timed else math.nan), max(len(timed), stopped + 1)
 
 
 def share_cell(run: analysis.Run) -> str:
@@ -108,7 +112,9 @@ def share_cell(run: analysis.Run) -> str:
 
 def wall_cell(folder: Path) -> str:
     seconds, launches = wall_seconds(folder)
-    return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches)" if launches > 1 else "")
+    timed = len((folder / WALL_FILE).read_text().split()) if (folder / WALL_FILE).is_file() else 0
+    untimed = f", {launches - timed} untimed" if launches > timed else ""
+    return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches{untimed})" if launches > 1 else "")
 
 
 def threshold_cell(run: analysis.Run, threshold: float) -> str:
@@ -119,14 +125,17 @@ def threshold_cell(run: analysis.Run, threshold: float) -> str:
 
 
 def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
-    """The markdown table of one study."""
+    """The markdown table of one study: final ``study.score`` (return, or win rate on SMAX) with its paired
+    difference and probability of improvement, then the return where the score is another metric."""
     runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
-    finals = {label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
-    ci_rows = analysis.final_table(list(runs.values()))
+    finals = {label: analysis.final_scores(run.metrics[study.score]) for label, run in runs.items()}
+    returns = {label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
+    ci_rows = analysis.final_table(list(runs.values()), metric=study.score)
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
     scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []
-    header = ["run", "final return: mean [95% CI]", "IQM [95% CI]", *scaled,
-              f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *reach,
+    also_return = ["final return: mean"] if study.score != "return" else []
+    header = ["run", f"final {study.score}: mean [95% CI]", "IQM [95% CI]", *scaled,
+              f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *also_return, *reach,
               "mean return over training", "pg_var", "pg_snr", "critic_sample_var (final)", "others_share",
               "train steps/s", "wall min (all launches)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -139,9 +148,11 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
         speed = recording.training_steps_per_second(folders[label], run.cfg)
         p, (low, high) = analysis.probability_of_improvement(finals[label], finals[baseline])
         improvement = "-" if label == baseline else f"{p:.2f} [{low:.2f}, {high:.2f}]"
+        final_return = np.nanmean(returns[label])
         cells = [label, f"{ci.mean:.3f} [{ci.mean_ci[0]:.3f}, {ci.mean_ci[1]:.3f}]",
                  f"{ci.iqm:.3f} [{ci.iqm_ci[0]:.3f}, {ci.iqm_ci[1]:.3f}]",
-                 *([f"{ci.mean * analysis.num_agents(run.cfg):.2f}"] if scaled else []), paired, improvement,
+                 *([f"{final_return * analysis.num_agents(run.cfg):.2f}"] if scaled else []), paired, improvement,
+                 *([f"{final_return:.3f}"] if also_return else []),
                  *([threshold_cell(run, study.threshold)] if reach else []),
                  f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
                  f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),
@@ -153,7 +164,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
 def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str], figures: Path) -> str:
     cfg = next(iter(study.configs(budget).values()))
     figure = figures / f"{study.name}-{budget}.png"
-    analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure, labels=list(folders))
+    analysis.plot_runs([analysis.load_run(f) for f in folders.values()], figure, metric=study.score,
+                       labels=list(folders))
     extra = []
     if study.against:
         axis = AXIS_SUFFIX[study.against].strip(" =")  # K or N

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from programs import ROOT
 
-from perla_jax import analysis
+from perla_jax import analysis, recording
+from perla_jax.types import METRICS
 
 sys.path.insert(0, str(ROOT / "experiments"))  # the scripts import each other as siblings
 import studies  # noqa: E402
@@ -64,6 +65,9 @@ def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches)"
     (tmp_path / suite.WALL_FILE).write_text("90.0\n")
     assert suite.wall_cell(tmp_path) == "1.5"
+    # a launch stopped by a signal before the suite could time it: run.py's stop line still counts it
+    (tmp_path / "run.log").write_text("env steps 1/2\n\nstopped (SIGTERM) after 1/2 updates, checkpoint 1 saved\n")
+    assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches, 1 untimed)"
 
 
 @pytest.mark.timeout(300)
@@ -98,3 +102,33 @@ def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monk
 def test_updates_to_threshold_counts_from_one_and_marks_seeds_that_never_reach():
     values = np.array([[0.1, 0.5, 0.95, 0.8], [0.9, 0.1, 0.1, 0.1], [0.1, 0.2, 0.3, 0.4]])
     np.testing.assert_array_equal(analysis.updates_to_threshold(values, 0.9), [3.0, 1.0, np.nan])
+
+
+def test_a_win_rate_study_compares_final_win_rates_and_still_reports_the_return(tmp_path):
+    """Synthetic run folders with known metrics: the table's score columns are the win rate's exact final means
+    (last 10% of 20 updates = the last 2) and the paired difference of those; the return gets its own column."""
+    study = studies.Study("wins", "Synthetic SMAX", common=dict(env="smax", map_name="3m"),
+                          runs={"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo")},
+                          paper=dict(total_timesteps=64, num_seeds=8), score="win_rate")
+    seeds, updates = 3, 20
+    win_levels = {"mappo": np.array([0.2, 0.4, 0.6]), "ippo": np.array([0.3, 0.5, 0.7])}
+    folders = {}
+    for label, cfg in study.configs("smoke").items():
+        folder = tmp_path / label
+        folder.mkdir()
+        recording.write_config(folder, cfg)
+        metrics = {name: np.full((seeds, updates), 0.5) for name in METRICS}
+        metrics["env_steps"] = np.tile(np.arange(1, updates + 1) * 16, (seeds, 1))
+        metrics["win_rate"] = np.zeros((seeds, updates))
+        metrics["win_rate"][:, -2:] = win_levels[label][:, None]  # only the final 10% count
+        metrics["return"] = np.full((seeds, updates), 2.0 if label == "mappo" else 3.0)
+        recording.append_metrics(folder / recording.METRICS_FILE, metrics, first_update=1)
+        folders[label] = folder
+    header, _, *rows = suite.study_rows(study, folders)
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = {row.split(" | ")[0].lstrip("| "): [c.strip() for c in row.strip("|").split("|")] for row in rows}
+    mean = columns.index("final win_rate: mean [95% CI]")
+    assert cells["mappo"][mean].startswith("0.400 ") and cells["ippo"][mean].startswith("0.500 ")
+    assert cells["ippo"][columns.index("minus mappo (paired, 95% CI)")].startswith("+0.100 ± 0.000 (3 seeds)")
+    assert cells["ippo"][columns.index("P(> mappo) [95% CI]")].startswith("0.67")  # 6 of 9 pairs, no ties
+    assert [cells[label][columns.index("final return: mean")] for label in ("mappo", "ippo")] == ["2.000", "3.000"]
