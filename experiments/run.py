@@ -39,6 +39,7 @@ from perla_jax.outputs.progress import Progress, StopRequest
 from perla_jax.sharding import maybe_initialize_distributed, seed_sharding, shard_seeds, to_host
 
 TARGET_CALLS = 50
+RESUME_HINT = "resume with: python experiments/run.py --resume"  # ends every interrupted launch's log
 
 
 def build_parser(config_defaults: bool = True) -> argparse.ArgumentParser:
@@ -204,7 +205,7 @@ def _programs(cfg_json: str, chunk: int):
 
 def _train(plan: Plan, manager, stop_after: int | None) -> Path:
     cfg, out = plan.cfg, plan.out
-    resume_hint = f"resume with: python experiments/run.py --resume {out}"
+    resume_hint = f"{RESUME_HINT} {out}"
     say = functools.partial(_say, plan.writer)
     progress = {"done": plan.start}
     with StopRequest() as stop:

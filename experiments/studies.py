@@ -65,6 +65,17 @@ CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its wid
 CREDIT = dict(env="credit", num_envs=4, num_steps=16, num_minibatches=2)
 
 
+SMAX_BUDGETS = {
+    "paper": dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS
+    "cpu": dict(total_timesteps=491_520, num_seeds=8),  # 30 updates of 128 x 128: about an hour per study on 2 cores
+}
+
+
+def smax_jaxmarl(map_name: str) -> dict[str, Any]:
+    """The fields every run of a SMAX benchmark study shares: JaxMARL's mappo_homogenous_rnn_smax on ``map_name``."""
+    return dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name=map_name)
+
+
 AXIS_SUFFIX = {"k": " K=", "num_agents": " N="}  # Study.against -> how a label names its point on that axis
 
 
@@ -168,17 +179,13 @@ STUDIES: dict[str, Study] = {
         *(Study(
             f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
             "settings (--preset jaxmarl)",
-            common=dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name=map_name), runs=BENCHMARK_ALGOS,
-            score="win_rate",
-            paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS
-            cpu=dict(total_timesteps=491_520, num_seeds=8),  # 30 updates of 128 x 128: hours per map on 2 cores
+            common=smax_jaxmarl(map_name), runs=BENCHMARK_ALGOS, score="win_rate", **SMAX_BUDGETS,
         ) for map_name in ("3m", "2s3z", "3s5z")),
-        Study(
+        Study(  # smax-3m's settings and budgets, so its mappo run (time limit terminal) is shared
             "timelimit-smax3m", "SMAX 3m: the time limit at JaxMARL's SMAX settings (terminal is the preset's)",
-            common=dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name="3m"),
+            common=smax_jaxmarl("3m"),
             runs={f"mappo {limit}": dict(algo="mappo", time_limit=limit) for limit in TIME_LIMITS},
-            paper=dict(total_timesteps=10_000_000, num_seeds=8), baseline="mappo bootstrap", score="win_rate",
-            cpu=dict(total_timesteps=491_520, num_seeds=8),  # the smax-3m budget: its mappo run is shared
+            baseline="mappo bootstrap", score="win_rate", **SMAX_BUDGETS,
         ),
         Study(
             "mabrax-ant4x2", "MABrax ant_4x2, JaxMARL's ippo_ff_mabrax settings (--preset jaxmarl)",

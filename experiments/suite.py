@@ -10,11 +10,12 @@ in the run folder.
 
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final score (the return, or the win rate where the study says so; mean of the last 10% of updates) as mean and
-IQM with 95% stratified-bootstrap CIs (rliable), the paired difference from the study's baseline (at the same N in a scaling study) with a 95%
-t-interval, rliable's probability of improvement over it with its 95% stratified-bootstrap CI, where the study
-has a threshold the updates to reach it, the mean return over all updates (learning speed), the mean over updates
-and seeds of ``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors' variance the others' actions
-explain), training steps/s of the median compiled chunk, and how many launches each run took.
+IQM with 95% stratified-bootstrap CIs (rliable), the paired difference from the study's baseline (at the same N
+in a scaling study) with a 95% t-interval, rliable's probability of improvement over it with its 95%
+stratified-bootstrap CI, the final return where the score is another metric, where the study has a threshold the
+updates to reach it, the mean return over all updates (learning speed), the mean over updates and seeds of
+``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors' variance the others' actions explain),
+training steps/s of the median compiled chunk, and how many launches each run took.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from perla_jax import Config, analysis, recording
 from perla_jax.config import LEGACY_VALUES
 from studies import AXIS_SUFFIX, BUDGETS, STUDIES, Study, axis_value
+from run import RESUME_HINT
 from suite_figures import plot_against_axis
 
 RUN_PY = Path(__file__).with_name("run.py")
@@ -92,15 +94,15 @@ def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
     return folders
 
 
-def wall_seconds(folder: Path) -> tuple[float, int]:
-    """Total wall seconds of a run's timed launches, and how many launches it took (more than one: it was
-    resumed). A launch stopped before the suite could time it (the suite itself interrupted) still counts
-    when run.py logged its stop."""
+def launch_record(folder: Path) -> tuple[list[float], int]:
+    """The wall seconds of each launch of a run the suite timed, and how many launches the run took (more than
+    one: it was resumed). A launch interrupted before the suite could time it (the suite itself stopped) still
+    counts: run.py ends the log of every interrupted launch with its resume hint."""
     path = folder / WALL_FILE
     timed = [float(x) for x in path.read_text().split()] if path.is_file() else []
     log = folder / "run.log"
-    stopped = log.read_text(errors="replace").count("\nstopped (") if log.is_file() else 0
-    return (sum(timed) if timed else math.nan), max(len(timed), stopped + 1)
+    interrupted = log.read_text(errors="replace").count(RESUME_HINT) if log.is_file() else 0
+    return timed, max(len(timed), interrupted + 1)
 
 
 def share_cell(run: analysis.Run) -> str:
@@ -111,10 +113,10 @@ def share_cell(run: analysis.Run) -> str:
 
 
 def wall_cell(folder: Path) -> str:
-    seconds, launches = wall_seconds(folder)
-    timed = len((folder / WALL_FILE).read_text().split()) if (folder / WALL_FILE).is_file() else 0
-    untimed = f", {launches - timed} untimed" if launches > timed else ""
-    return f"{seconds / 60:.1f}" + (f" (resumed, {launches} launches{untimed})" if launches > 1 else "")
+    timed, launches = launch_record(folder)
+    untimed = f", {launches - len(timed)} untimed" if launches > len(timed) else ""
+    return f"{sum(timed) / 60 if timed else math.nan:.1f}" + (
+        f" (resumed, {launches} launches{untimed})" if launches > 1 else "")
 
 
 def threshold_cell(run: analysis.Run, threshold: float) -> str:
@@ -129,7 +131,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     difference and probability of improvement, then the return where the score is another metric."""
     runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
     finals = {label: analysis.final_scores(run.metrics[study.score]) for label, run in runs.items()}
-    returns = {label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
+    returns = finals if study.score == "return" else {
+        label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
     ci_rows = analysis.final_table(list(runs.values()), metric=study.score)
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
     scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []

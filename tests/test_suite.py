@@ -65,8 +65,9 @@ def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches)"
     (tmp_path / suite.WALL_FILE).write_text("90.0\n")
     assert suite.wall_cell(tmp_path) == "1.5"
-    # a launch stopped by a signal before the suite could time it: run.py's stop line still counts it
-    (tmp_path / "run.log").write_text("env steps 1/2\n\nstopped (SIGTERM) after 1/2 updates, checkpoint 1 saved\n")
+    # a launch stopped by a signal before the suite could time it: run.py's resume hint still counts it
+    (tmp_path / "run.log").write_text("env steps 1/2\n\nstopped (SIGTERM) after 1/2 updates, checkpoint 1 saved; "
+                                      f"{suite.RESUME_HINT} {tmp_path}\n")
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches, 1 untimed)"
 
 
