@@ -76,6 +76,13 @@ def smax_jaxmarl(map_name: str) -> dict[str, Any]:
     return dict(PRESETS["jaxmarl"]["smax"], env="smax", map_name=map_name)
 
 
+MABRAX_ANT = dict(PRESETS["jaxmarl"]["mabrax"], env="ant_4x2")  # JaxMARL's ippo_ff_mabrax on ant_4x2
+MABRAX_BUDGETS = {
+    "paper": dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS: 520 updates of 64 x 300
+    "cpu": dict(total_timesteps=499_200, num_seeds=8),  # 26 updates of 64 x 300
+}
+
+
 AXIS_SUFFIX = {"k": " K=", "num_agents": " N="}  # Study.against -> how a label names its point on that axis
 
 
@@ -189,9 +196,13 @@ STUDIES: dict[str, Study] = {
         ),
         Study(
             "mabrax-ant4x2", "MABrax ant_4x2, JaxMARL's ippo_ff_mabrax settings (--preset jaxmarl)",
-            common=dict(PRESETS["jaxmarl"]["mabrax"], env="ant_4x2"), runs=BENCHMARK_ALGOS,
-            paper=dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS: 520 updates of 64 x 300
-            cpu=dict(total_timesteps=499_200, num_seeds=8),  # 26 updates of 64 x 300
+            common=MABRAX_ANT, runs=BENCHMARK_ALGOS, **MABRAX_BUDGETS,
+        ),
+        Study(  # mabrax-ant4x2's settings and budgets, so its mappo run (time limit terminal) is shared
+            "timelimit-ant4x2", "MABrax ant_4x2: the time limit at JaxMARL's ippo_ff_mabrax settings (terminal is "
+            "the preset's)",
+            common=MABRAX_ANT, runs={f"mappo {limit}": dict(algo="mappo", time_limit=limit) for limit in TIME_LIMITS},
+            baseline="mappo bootstrap", **MABRAX_BUDGETS,
         ),
         Study(
             "defaults-mpe", "MPE simple_spread (3 agents), default Config (JaxMARL ippo_ff_mpe's PPO settings)",
