@@ -83,6 +83,9 @@ MABRAX_BUDGETS = {
 }
 
 
+# The time-limit studies of SMAX and MABrax: MAPPO with each time limit, at the benchmark study's settings
+MAPPO_TIME_LIMITS = {f"mappo {limit}": dict(algo="mappo", time_limit=limit) for limit in TIME_LIMITS}
+
 AXIS_SUFFIX = {"k": " K=", "num_agents": " N="}  # Study.against -> how a label names its point on that axis
 
 
@@ -191,7 +194,7 @@ STUDIES: dict[str, Study] = {
         Study(  # smax-3m's settings and budgets, so its mappo run (time limit terminal) is shared
             "timelimit-smax3m", "SMAX 3m: the time limit at JaxMARL's SMAX settings (terminal is the preset's)",
             common=smax_jaxmarl("3m"),
-            runs={f"mappo {limit}": dict(algo="mappo", time_limit=limit) for limit in TIME_LIMITS},
+            runs=MAPPO_TIME_LIMITS,
             baseline="mappo bootstrap", score="win_rate", **SMAX_BUDGETS,
         ),
         Study(
@@ -201,7 +204,7 @@ STUDIES: dict[str, Study] = {
         Study(  # mabrax-ant4x2's settings and budgets, so its mappo run (time limit terminal) is shared
             "timelimit-ant4x2", "MABrax ant_4x2: the time limit at JaxMARL's ippo_ff_mabrax settings (terminal is "
             "the preset's)",
-            common=MABRAX_ANT, runs={f"mappo {limit}": dict(algo="mappo", time_limit=limit) for limit in TIME_LIMITS},
+            common=MABRAX_ANT, runs=MAPPO_TIME_LIMITS,
             baseline="mappo bootstrap", **MABRAX_BUDGETS,
         ),
         Study(
