@@ -65,9 +65,11 @@ CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its wid
 CREDIT = dict(env="credit", num_envs=4, num_steps=16, num_minibatches=2)
 
 
+JAXMARL_BUDGET = dict(total_timesteps=10_000_000, num_seeds=8)  # JaxMARL's TOTAL_TIMESTEPS (SMAX and MABrax)
 SMAX_BUDGETS = {
-    "paper": dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS
-    "cpu": dict(total_timesteps=491_520, num_seeds=8),  # 30 updates of 128 x 128: about an hour per study on 2 cores
+    "paper": JAXMARL_BUDGET,  # 610 updates of 128 x 128
+    # 30 updates of 128 x 128; on 2 cores a study took 72 min on 3m, 110 min on 2s3z; 3s5z's is estimated at 3.5 h
+    "cpu": dict(total_timesteps=491_520, num_seeds=8),
 }
 
 
@@ -78,7 +80,7 @@ def smax_jaxmarl(map_name: str) -> dict[str, Any]:
 
 MABRAX_ANT = dict(PRESETS["jaxmarl"]["mabrax"], env="ant_4x2")  # JaxMARL's ippo_ff_mabrax on ant_4x2
 MABRAX_BUDGETS = {
-    "paper": dict(total_timesteps=10_000_000, num_seeds=8),  # JaxMARL's TOTAL_TIMESTEPS: 520 updates of 64 x 300
+    "paper": JAXMARL_BUDGET,  # 520 updates of 64 x 300
     "cpu": dict(total_timesteps=499_200, num_seeds=8),  # 26 updates of 64 x 300
 }
 
@@ -193,9 +195,8 @@ STUDIES: dict[str, Study] = {
         ) for map_name in ("3m", "2s3z", "3s5z")),
         Study(  # smax-3m's settings and budgets, so its mappo run (time limit terminal) is shared
             "timelimit-smax3m", "SMAX 3m: the time limit at JaxMARL's SMAX settings (terminal is the preset's)",
-            common=smax_jaxmarl("3m"),
-            runs=MAPPO_TIME_LIMITS,
-            baseline="mappo bootstrap", score="win_rate", **SMAX_BUDGETS,
+            common=smax_jaxmarl("3m"), runs=MAPPO_TIME_LIMITS, baseline="mappo bootstrap", score="win_rate",
+            **SMAX_BUDGETS,
         ),
         Study(
             "mabrax-ant4x2", "MABrax ant_4x2, JaxMARL's ippo_ff_mabrax settings (--preset jaxmarl)",
