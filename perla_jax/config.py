@@ -142,6 +142,16 @@ class Config:
         _check_range("clip_eps", self.clip_eps, 0.0, math.inf, low_open=True)
         for name in ("ent_coef", "vf_coef"):
             _check_range(name, getattr(self, name), 0.0, math.inf)
+        self._check_batch_sizes()
+        family = env_family(self.env)
+        check_map(self.env, self.map_name)
+        self._check_network(family.default_network, family.continuous)
+        if self.time_limit == "":
+            object.__setattr__(self, "time_limit", family.default_time_limit)
+        check_time_limit(self.time_limit)
+
+    def _check_batch_sizes(self) -> None:
+        """The rollout batch must split into minibatches and fit XLA's int32 step counters."""
         batch = self.num_envs * self.num_steps
         if batch > MAX_INT:
             raise ValueError(
@@ -170,12 +180,6 @@ class Config:
                 f"num_minibatches={self.num_minibatches} makes {grad_steps} gradient steps: allowed are at most "
                 f"{MAX_INT} (the optimiser counts them in int32)"
             )
-        family = env_family(self.env)
-        check_map(self.env, self.map_name)
-        self._check_network(family.default_network, family.continuous)
-        if self.time_limit == "":
-            object.__setattr__(self, "time_limit", family.default_time_limit)
-        check_time_limit(self.time_limit)
 
     def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":

@@ -23,7 +23,7 @@ from perla_jax.envs.base import MultiAgentEnv
 from perla_jax.envs.registry import make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
 from perla_jax.rollout import rollout
-from perla_jax.types import METRICS, Batch, RunnerState, SequenceStarts
+from perla_jax.types import METRICS, Batch, CriticEstimates, RunnerState, SequenceStarts, Trajectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +177,7 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             joint_samples=est.joint_samples,
             first=traj.first,
         )
+        # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
         grads = per_env_policy_gradients(agents, state.actor.params, traj, est.advantages, state.actor_hidden)
         pg_var, pg_snr = gradient_spread(grads)
         starts = SequenceStarts(actor=state.actor_hidden, critic=state.critic_hidden) if agents.recurrent else None
@@ -185,22 +186,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             (state.actor, state.critic),
             jax.random.split(k_epochs, cfg.update_epochs),
         )
-        ended = (traj.terminated | traj.truncated).astype(jnp.float32)
-        num_ended = ended.sum()
-        metrics = {name: v.mean() for name, v in stats.items()}
-        metrics.update(
-            env_steps=(state.update + 1) * b,
-            # Mean over episodes that ended in this rollout; NaN when none did.
-            **{"return": traj.episode_return.sum() / num_ended},
-            episode_length=traj.episode_length.sum() / num_ended,
-            critic_sample_var=est.sample_variance.mean(),
-            # Fraction of the episodes that ended in this rollout that were won; NaN without wins (MPE).
-            win_rate=traj.won.sum() / num_ended if env.reports_wins else jnp.float32(jnp.nan),
-            # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
-            pg_var=pg_var,
-            pg_snr=pg_snr,
-            others_share=est.others_share,
-        )
+        metrics = _update_metrics(env, traj, est, stats, env_steps=(state.update + 1) * b)
+        metrics.update(pg_var=pg_var, pg_snr=pg_snr)
         new_state = RunnerState(
             actor=nets[0],
             critic=nets[1],
@@ -215,3 +202,23 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
         return new_state, {name: metrics[name] for name in METRICS}
 
     return train_step
+
+
+def _update_metrics(
+    env: MultiAgentEnv, traj: Trajectory, est: CriticEstimates, stats: dict[str, chex.Array], env_steps: chex.Array
+) -> dict[str, chex.Array]:
+    """One update's scalars: the epochs' mean losses and the rollout's episode statistics."""
+    ended = (traj.terminated | traj.truncated).astype(jnp.float32)
+    num_ended = ended.sum()
+    metrics = {name: v.mean() for name, v in stats.items()}
+    metrics.update(
+        env_steps=env_steps,
+        # Mean over episodes that ended in this rollout; NaN when none did.
+        **{"return": traj.episode_return.sum() / num_ended},
+        episode_length=traj.episode_length.sum() / num_ended,
+        critic_sample_var=est.sample_variance.mean(),
+        # Fraction of the episodes that ended in this rollout that were won; NaN without wins (MPE).
+        win_rate=traj.won.sum() / num_ended if env.reports_wins else jnp.float32(jnp.nan),
+        others_share=est.others_share,
+    )
+    return metrics
