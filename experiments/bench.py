@@ -211,7 +211,7 @@ def machine_info() -> str:
             model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
     except OSError:
         pass
-    devices = ", ".join(str(d) for d in jax.devices())
+    devices = ", ".join(f"{d} {d.device_kind}" for d in jax.devices())
     return f"{model}, {os.cpu_count()} cores; jax {jax.__version__}, backend {jax.default_backend()} ({devices})"
 
 

@@ -320,3 +320,40 @@ def test_bad_run_options_are_refused_before_writing(option, tmp_path, capsys):
     assert exc.value.code == 2
     assert f"{option[2:].replace('-', '_')}=0 is invalid" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def _assert_close_run(run_dir: Path, reference: Path) -> None:
+    """Equal to ``reference`` up to the summation order of another device count (see test_sharding)."""
+    got, want = (recording.read_metrics(d / "metrics.csv") for d in (run_dir, reference))
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
+    got_leaves, want_leaves = jax.tree.leaves(_final_state(run_dir)), jax.tree.leaves(_final_state(reference))
+    assert len(got_leaves) == len(want_leaves) > 10
+    for a, b in zip(got_leaves, want_leaves):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_move_between_device_counts(reference, stopped, tmp_path):
+    """A run saved on 2 devices (seeds sharded) resumes on this process's 1, and one saved on 1 resumes on 2:
+    a checkpoint from a GPU or a multi-device machine must go on (or be evaluated) anywhere."""
+    from_one, on_two = _copy(stopped, tmp_path / "a"), tmp_path / "b" / "run"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = (f"import runpy, sys; sys.argv = ['run.py', '--resume', {str(from_one)!r}]; "
+              f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
+    stop = ("import runpy, sys; sys.argv = ['run.py', *" + repr([*TINY, "--out", str(on_two), "--stop-after",
+                                                                 str(STOP_AT)]) + "]; "
+            f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
+    for code in (script, stop):
+        with (tmp_path / "stderr.txt").open("w") as err:
+            proc = subprocess.run([sys.executable, "-c", "import jax; assert len(jax.devices()) == 2; " + code],
+                                  cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=err, timeout=300)
+        assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    _assert_close_run(from_one, reference)
+    assert _steps(on_two)[-1] == STOP_AT
+    run_cli.main(["--resume", str(on_two)])  # here, on one device
+    _assert_close_run(on_two, reference)

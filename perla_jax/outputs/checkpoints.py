@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax
 import orbax.checkpoint as ocp
 
 from perla_jax.config import LEGACY_VALUES
@@ -90,10 +91,17 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
     return dict(restored["meta"])
 
 
-def restore_state(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+def restore_state(manager: ocp.CheckpointManager, step: int, target: Any,
+                  sharding: jax.sharding.Sharding | None = None) -> Any:
     """The ``state`` item of checkpoint ``step``, with the pytree structure (and static metadata) of
-    ``target``, e.g. ``jax.eval_shape(init, keys)``."""
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    ``target``, e.g. ``jax.eval_shape(init, keys)``, placed with ``sharding`` (default: the first local device).
+
+    The placement is always given, never read from the checkpoint: orbax would otherwise restore onto the
+    devices that saved it, and refuse ("Topology mismatch") a run saved on a GPU, or on several devices, that is
+    resumed or evaluated on this machine's CPU or on another number of devices."""
+    placement = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    placed = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=placement), target)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(placed)))
     return restored["state"]
 
 
