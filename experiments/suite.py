@@ -2,6 +2,7 @@
 
     python experiments/suite.py --budget paper --write BENCHMARKS.md            # every study
     python experiments/suite.py --study defaults-credit8 --budget smoke         # the tests' path
+    python experiments/suite.py --study scaling-mpe --budget paper --workers 4  # 4 runs at a time on one GPU
 
 Each run is a run.py run folder ``OUT/<budget>/<algo>-<hash of its Config>``, trained by ``run.py --resume``,
 so an interrupted suite picks up from each run's last checkpoint and skips the runs already finished: nothing
@@ -26,9 +27,11 @@ import hashlib
 import json
 import math
 import platform
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -43,6 +46,8 @@ from suite_figures import plot_against_axis
 RUN_PY = Path(__file__).with_name("run.py")
 FIGURES = Path("docs/figures")
 WALL_FILE = "suite_wall_s.txt"  # seconds each launch of the run took, one line per launch
+# run.py's exit statuses when a signal stopped it after a checkpoint (128 + the signal's number)
+STOPPED_EXIT = {128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGINT: "SIGINT"}
 
 
 def ensure_folder(folder: Path, cfg: Config) -> bool:
@@ -68,6 +73,9 @@ def train(folder: Path, label: str) -> None:
                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
     with (folder / WALL_FILE).open("a") as f:
         f.write(f"{time.time() - start:.1f}\n")
+    if code in STOPPED_EXIT:  # run.py saved the last chunk's checkpoint and logged its resume hint
+        raise SystemExit(f"run {label!r} stopped by {STOPPED_EXIT[code]} after its last checkpoint; the same suite "
+                         f"command resumes it (see {folder / 'run.log'})")
     if code != 0:
         raise SystemExit(f"run {label!r} failed with exit status {code}; see {folder / 'run.log'}")
 
@@ -82,15 +90,19 @@ def run_folder(out: Path, budget: str, cfg: Config) -> Path:
     return out / ("smoke" if budget == "smoke" else "paper") / f"{cfg.algo}-{digest}"
 
 
-def run_study(study: Study, budget: str, out: Path) -> dict[str, Path]:
-    """Trains every run of ``study`` not yet finished; returns label -> run folder."""
-    folders = {}
-    for label, cfg in study.configs(budget).items():
-        folder = run_folder(out, budget, cfg)
-        if not ensure_folder(folder, cfg):
-            print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
-            train(folder, label)
-        folders[label] = folder
+def run_study(study: Study, budget: str, out: Path, workers: int = 1) -> dict[str, Path]:
+    """Trains every run of ``study`` not yet finished, ``workers`` run.py children at a time (more than one pays
+    where one run leaves a GPU idle); returns label -> run folder."""
+    folders = {label: run_folder(out, budget, cfg) for label, cfg in study.configs(budget).items()}
+    todo = [label for label, cfg in study.configs(budget).items() if not ensure_folder(folders[label], cfg)]
+
+    def train_one(label: str) -> None:
+        print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
+        train(folders[label], label)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in [pool.submit(train_one, label) for label in todo]:
+            done.result()  # the first failure (or stop) in submission order ends the suite once all have ended
     return folders
 
 
@@ -219,13 +231,17 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     p.add_argument("--out", type=Path, default=Path("runs/suite"), help="root of the run folders")
     p.add_argument("--figures", type=Path, default=FIGURES, help="folder of the learning-curve figures")
     p.add_argument("--write", type=Path, default=None, help="markdown file whose study sections are replaced")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run.py children training at a time (a GPU that one small run leaves idle; default 1)")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers={args.workers} is invalid: allowed are integers >= 1")
     studies = [STUDIES[name] for name in (args.study or STUDIES)]
     for study in studies:  # every Config is validated before anything trains
         study.configs(args.budget)
     bodies, scaling = {}, []
     for study in studies:
-        folders = run_study(study, args.budget, args.out)
+        folders = run_study(study, args.budget, args.out, args.workers)
         body = report(study, args.budget, folders, argv, args.figures)
         if study.against == "num_agents":
             scaling.append((study, folders))

@@ -71,6 +71,24 @@ def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches, 1 untimed)"
 
 
+@pytest.mark.parametrize("code, message", [
+    (143, "run 'x' stopped by SIGTERM after its last checkpoint; the same suite command resumes it"),
+    (130, "run 'x' stopped by SIGINT after its last checkpoint"),
+    (1, "run 'x' failed with exit status 1"),
+])
+def test_a_stopped_child_is_reported_as_resumable_and_a_failed_one_as_failed(tmp_path, monkeypatch, code, message):
+    monkeypatch.setattr(suite.subprocess, "run", lambda *a, **k: suite.subprocess.CompletedProcess(a, code))
+    with pytest.raises(SystemExit, match=message):
+        suite.train(tmp_path, "x")
+    assert (tmp_path / suite.WALL_FILE).read_text().count("\n") == 1  # the launch is timed either way
+
+
+def test_workers_below_one_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        suite.main(["--budget", "smoke", "--workers", "0"])
+    assert "--workers=0 is invalid: allowed are integers >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.timeout(300)
 def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monkeypatch):
     runs = {f"{algo} N={n}": dict(algo=algo, env_kwargs={"num_agents": n}) for n in (2, 3)
@@ -80,7 +98,7 @@ def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monk
                          jaxmarl_return=True)
     monkeypatch.setitem(suite.STUDIES, "tiny-n", tiny)
     body = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-                       str(tmp_path / "figs")])["tiny-n"]
+                       str(tmp_path / "figs"), "--workers", "2"])["tiny-n"]  # 4 runs, 2 children at a time
     header, *rows = [line for line in body.splitlines() if line.startswith("| ")]
     columns = [c.strip() for c in header.strip("|").split("|")]
     cells = {row.split(" | ")[0].lstrip("| "): [c.strip() for c in row.strip("|").split("|")] for row in rows}
