@@ -50,6 +50,12 @@ WALL_FILE = "suite_wall_s.txt"  # seconds each launch of the run took, one line 
 STOPPED_EXIT = {128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGINT: "SIGINT"}
 
 
+def section_name(name: str, budget: str) -> str:
+    """The marker name of a section in the written markdown: ``name`` for the paper budget, ``name-<budget>``
+    otherwise, so a study's table at a smaller budget stays beside its paper-budget one instead of replacing it."""
+    return name if budget == "paper" else f"{name}-{budget}"
+
+
 def ensure_folder(folder: Path, cfg: Config) -> bool:
     """Creates ``folder`` with ``cfg``'s config.json, or checks the one there; True when the run is finished."""
     if (folder / recording.CONFIG_FILE).is_file():
@@ -246,13 +252,13 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         if study.against == "num_agents":
             scaling.append((study, folders))
         if args.write:
-            recording.write_marked_section(args.write, study.name, body)
+            recording.write_marked_section(args.write, section_name(study.name, args.budget), body)
         (args.out / args.budget).mkdir(parents=True, exist_ok=True)
         (args.out / args.budget / f"{study.name}.md").write_text(body + "\n")
         print(body, flush=True)
         bodies[study.name] = body
     if scaling:  # one section per budget: a table does not mix budgets
-        name = "perla-signal" + ("" if args.budget == "paper" else f"-{args.budget}")
+        name = section_name("perla-signal", args.budget)
         bodies[name] = signal_section(scaling, args.budget)
         print(bodies[name], flush=True)
         if args.write:

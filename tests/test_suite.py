@@ -50,7 +50,7 @@ def test_smoke_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, mo
     assert "minus mappo" in body and "(2 seeds)" in body  # paired differences over the smoke budget's 2 seeds
     assert (tmp_path / "figs" / "tiny-smoke.png").stat().st_size > 0
     assert (tmp_path / "figs" / "tiny-smoke-k.png").stat().st_size > 0
-    assert "<!-- tiny:start -->" in (tmp_path / "BENCH.md").read_text()
+    assert "<!-- tiny-smoke:start -->" in (tmp_path / "BENCH.md").read_text()  # a paper table would be "tiny"
     folders = sorted(f for f in (tmp_path / "runs" / "smoke").iterdir() if f.is_dir())
     assert (tmp_path / "runs" / "smoke" / "tiny.md").read_text().strip() == body.strip()
     assert len(folders) == 3 and all((f / "metrics.csv").is_file() for f in folders)
