@@ -31,8 +31,9 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -106,10 +107,24 @@ def run_study(study: Study, budget: str, out: Path, workers: int = 1) -> dict[st
         print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
         train(folders[label], label)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done in [pool.submit(train_one, label) for label in todo]:
-            done.result()  # the first failure (or stop) in submission order ends the suite once all have ended
+    train_in_parallel(todo, train_one, workers)
     return folders
+
+
+def train_in_parallel(labels: list[str], train_one: Callable[[str], None], workers: int) -> None:
+    """Calls ``train_one`` on each label in order, at most ``workers`` at a time. After the first failure (or stop)
+    no new run starts; the running ones end on their own, then that failure is raised."""
+    queue, running, failure = list(labels), set(), None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while queue or running:
+            while queue and len(running) < workers:
+                running.add(pool.submit(train_one, queue.pop(0)))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            failure = failure or next((f.exception() for f in done if f.exception() is not None), None)
+            if failure is not None:
+                queue.clear()
+    if failure is not None:
+        raise failure
 
 
 def launch_record(folder: Path) -> tuple[list[float], int]:

@@ -4,6 +4,7 @@ smoke budget through run.py children, writes its table and figures, and skips fi
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -81,6 +82,25 @@ def test_a_stopped_child_is_reported_as_resumable_and_a_failed_one_as_failed(tmp
     with pytest.raises(SystemExit, match=message):
         suite.train(tmp_path, "x")
     assert (tmp_path / suite.WALL_FILE).read_text().count("\n") == 1  # the launch is timed either way
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_after_a_failed_run_no_new_run_starts(workers):
+    started = []
+
+    def train_one(label):
+        started.append(label)
+        if label == "b":
+            raise SystemExit("run 'b' stopped by SIGTERM")
+        time.sleep(0.05)  # a run takes a while; b fails at once
+
+    with pytest.raises(SystemExit, match="run 'b' stopped"):
+        suite.train_in_parallel(["a", "b", "c", "d", "e"], train_one, workers)
+    # one worker: a, then b fails; two: a and b start together, and c may start when a ends before b fails
+    assert set(started[:2]) == {"a", "b"} and set(started) <= ({"a", "b"} if workers == 1 else {"a", "b", "c"})
+    started.clear()
+    suite.train_in_parallel(["a", "c", "d"], train_one, workers)
+    assert sorted(started) == ["a", "c", "d"]
 
 
 def test_workers_below_one_are_refused(capsys):
