@@ -281,9 +281,9 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
     init, run_chunk, finite = _programs(json.dumps(cfg.to_dict(), sort_keys=True), chunk)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     abstract_state = jax.eval_shape(init, keys)
+    # A restored state is placed with the seed sharding already; a fresh one is sharded here.
     state = (checkpoints.restore_state(manager, plan.start, abstract_state, plan.sharding) if plan.start
-             else init(keys))
-    state = shard_seeds(state, plan.sharding)
+             else shard_seeds(init(keys), plan.sharding))
     # Seeds frozen by the divergence guard, {seed: update it diverged at}, carried in the checkpoints.
     frozen = divergence.frozen_from_meta(checkpoints.read_meta(manager, plan.start)) if plan.start else {}
     logger = make_loggers(plan.log_kinds if plan.writer else (), plan.out, cfg)

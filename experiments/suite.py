@@ -100,8 +100,9 @@ def run_folder(out: Path, budget: str, cfg: Config) -> Path:
 def run_study(study: Study, budget: str, out: Path, workers: int = 1) -> dict[str, Path]:
     """Trains every run of ``study`` not yet finished, ``workers`` run.py children at a time (more than one pays
     where one run leaves a GPU idle); returns label -> run folder."""
-    folders = {label: run_folder(out, budget, cfg) for label, cfg in study.configs(budget).items()}
-    todo = [label for label, cfg in study.configs(budget).items() if not ensure_folder(folders[label], cfg)]
+    configs = study.configs(budget)
+    folders = {label: run_folder(out, budget, cfg) for label, cfg in configs.items()}
+    todo = [label for label, cfg in configs.items() if not ensure_folder(folders[label], cfg)]
 
     def train_one(label: str) -> None:
         print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)

@@ -342,16 +342,12 @@ def test_checkpoints_move_between_device_counts(reference, stopped, tmp_path):
     from_one, on_two = _copy(stopped, tmp_path / "a"), tmp_path / "b" / "run"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    script = (f"import runpy, sys; sys.argv = ['run.py', '--resume', {str(from_one)!r}]; "
-              f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
-    stop = ("import runpy, sys; sys.argv = ['run.py', *" + repr([*TINY, "--out", str(on_two), "--stop-after",
-                                                                 str(STOP_AT)]) + "]; "
-            f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
-    for code in (script, stop):
+    for argv in (["--resume", str(from_one)], [*TINY, "--out", str(on_two), "--stop-after", str(STOP_AT)]):
+        code = (f"import jax, runpy, sys; assert len(jax.devices()) == 2; sys.argv = ['run.py', *{argv!r}]; "
+                f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
         with (tmp_path / "stderr.txt").open("w") as err:
-            proc = subprocess.run([sys.executable, "-c", "import jax; assert len(jax.devices()) == 2; " + code],
-                                  cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=err, timeout=300, check=False)
+            proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=err, timeout=300, check=False)
         assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     _assert_close_run(from_one, reference)
     assert _steps(on_two)[-1] == STOP_AT
