@@ -307,7 +307,7 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
             metrics = divergence.mark_frozen(metrics, mask, first, cfg.batch_size)
             if plan.writer:
                 recording.append_metrics(metrics_path, metrics, first)
-                recording.append_timing(plan.out, first, chunk, elapsed)
+                recording.append_timing(plan.out, first, chunk, elapsed, jax.default_backend())
             logger.log_chunk(metrics, first)
             for d in new:
                 _say(plan.writer, d.describe())

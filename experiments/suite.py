@@ -33,7 +33,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -160,9 +160,19 @@ def threshold_cell(run: analysis.Run, threshold: float) -> str:
     return (f"{mean:.1f} ± {half:.1f}" if reached > 1 else f"{mean:.1f}") + f" ({reached}/{updates.size})"
 
 
+def speed_cell(folder: Path, cfg: Config, timed_on: str) -> str:
+    """Training steps/s on the study's platform ``timed_on``, then those on any other platform that timed the run
+    (a run resumed on another machine)."""
+    speed = recording.training_steps_per_second(folder, cfg, timed_on)
+    others = [f"{name}: {recording.training_steps_per_second(folder, cfg, name):,.0f}"
+              for name in recording.timed_updates([folder]) if name != timed_on]
+    return ("-" if math.isnan(speed) else f"{speed:,.0f}") + (f" ({'; '.join(others)})" if others else "")
+
+
 def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     """The markdown table of one study: final ``study.score`` (return, or win rate on SMAX) with its paired
     difference and probability of improvement, then the return where the score is another metric."""
+    timed_on = recording.main_platform(folders.values())
     runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
     finals = {label: analysis.final_scores(run.metrics[study.score]) for label, run in runs.items()}
     returns = finals if study.score == "return" else {
@@ -174,7 +184,7 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     header = ["run", f"final {study.score}: mean [95% CI]", "IQM [95% CI]", *scaled,
               f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *also_return, *reach,
               "mean return over training", "pg_var", "pg_snr", "critic_sample_var (final)", "others_share",
-              "train steps/s", "wall min (all launches)"]
+              f"train steps/s ({timed_on})", "wall min (all launches)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (label, run), ci in zip(runs.items(), ci_rows):
         baseline = study.baseline_for(label)
@@ -182,7 +192,6 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
         sample_var = np.nanmean(analysis.final_scores(run.metrics["critic_sample_var"]))
         paired = "-" if label == baseline else f"{diff:+.3f} ± {half:.3f} ({pairs} seeds)" + (
             f" vs {baseline}" if baseline != study.baseline else "")
-        speed = recording.training_steps_per_second(folders[label], run.cfg)
         p, (low, high) = analysis.probability_of_improvement(finals[label], finals[baseline])
         improvement = "-" if label == baseline else f"{p:.2f} [{low:.2f}, {high:.2f}]"
         final_return = np.nanmean(returns[label])
@@ -193,7 +202,7 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
                  *([threshold_cell(run, study.threshold)] if reach else []),
                  f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
                  f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),
-                 "-" if math.isnan(speed) else f"{speed:,.0f}", wall_cell(folders[label])]
+                 speed_cell(folders[label], run.cfg, timed_on), wall_cell(folders[label])]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -220,9 +229,16 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
         f"Learning curves: [{figure.name}]({figure.as_posix()}).  ",
         *extra,
         f"Command: `python experiments/suite.py {' '.join(argv)}`  ",
-        f"Date: {now:%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
-        f"jax {jax.__version__} on {jax.default_backend()}.",
+        f"Date: {now:%Y-%m-%d %H:%M} UTC; table written on: {platform.processor() or platform.machine()}, "
+        f"jax {jax.__version__} on {jax.default_backend()}; chunks timed on: {trained_on(folders.values())}.",
     ])
+
+
+def trained_on(folders: Iterable[Path]) -> str:
+    """Each platform that timed the runs' chunks, with the share of their updates it timed."""
+    counts = recording.timed_updates(folders)
+    total = sum(counts.values())
+    return ", ".join(f"{name} ({count / total:.0%} of updates)" for name, count in counts.items()) or "-"
 
 
 def signal_section(done: list[tuple[Study, dict[str, Path]]], budget: str) -> str:

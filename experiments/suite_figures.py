@@ -16,8 +16,8 @@ from studies import AXIS_SUFFIX, Study, axis_value
 AXIS_NAMES = {"k": "K (joint-action samples)", "num_agents": "N (agents)"}
 
 
-def panels(study: Study) -> list[tuple[str, Callable[[Path, analysis.Run], np.ndarray], bool]]:
-    """(y label, per-seed values of a run folder, log y) of each panel."""
+def panels(study: Study, timed_on: str) -> list[tuple[str, Callable[[Path, analysis.Run], np.ndarray], bool]]:
+    """(y label, per-seed values of a run folder, log y) of each panel; speeds are those on platform ``timed_on``."""
     chosen = [
         ("final return", lambda folder, run: analysis.final_scores(run.metrics["return"]), False),
         ("pg_var (mean over updates)", lambda folder, run: np.nanmean(run.metrics["pg_var"], axis=1), True),
@@ -26,9 +26,9 @@ def panels(study: Study) -> list[tuple[str, Callable[[Path, analysis.Run], np.nd
         chosen.append((f"updates to return >= {study.threshold:g}", lambda folder, run: np.nan_to_num(
             analysis.updates_to_threshold(run.metrics["return"], study.threshold), nan=run.metrics["return"].shape[1]),
             False))
-    elif study.against == "k":  # one number per run, no interval
-        chosen.append(("training env steps/s (median chunk)", lambda folder, run: np.array(
-            [recording.training_steps_per_second(folder, run.cfg)]), True))
+    elif study.against == "k":  # one number per run, no interval, all on the platform that timed most updates
+        chosen.append((f"training env steps/s on {timed_on} (median chunk)", lambda folder, run: np.array(
+            [recording.training_steps_per_second(folder, run.cfg, timed_on)]), True))
     return chosen
 
 
@@ -36,7 +36,7 @@ def plot_against_axis(study: Study, folders: dict[str, Path], out: Path) -> Path
     """One panel per entry of ``panels``, mean and 95% t-interval over seeds against the study's axis (log 2),
     one line per run family (the label before its K=/N= suffix); runs without the suffix (mappo in a K sweep)
     as dashed horizontal lines with their interval as a band."""
-    chosen = panels(study)
+    chosen = panels(study, recording.main_platform(folders.values()))
     fig = Figure(figsize=(5.0 * len(chosen), 4.0), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(chosen))

@@ -130,12 +130,37 @@ def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monk
     assert float(cells["mappo N=3"][columns.index("final return x N (JaxMARL)")]) == pytest.approx(3 * mean, abs=0.01)
     reach = cells["mappo N=2"][columns.index("updates to return >= 0.3 (seeds reaching)")]
     assert reach.endswith("/2)")
-    assert all(cells[label][columns.index("train steps/s")] != "-" for label in runs)  # every run has timing.csv
+    assert all(cells[label][columns.index("train steps/s (cpu)")] != "-" for label in runs)  # every run has timing.csv
+    assert "chunks timed on: cpu (100% of updates)" in body
     assert (tmp_path / "figs" / "tiny-n-smoke-n.png").stat().st_size > 0
     signal = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
                          str(tmp_path / "figs")])["perla-signal-smoke"]  # everything finished: only the tables again
     signal_rows = [line for line in signal.splitlines() if line.startswith("| tiny-n")]
     assert [row.split(" | ")[1:3] for row in signal_rows] == [["2", "perla_mappo N=2"], ["3", "perla_mappo N=3"]]
+
+
+def test_steps_per_second_are_told_apart_by_the_platform_that_timed_them(tmp_path):
+    """A run resumed on another machine: its table cell compares the study's main platform and names the other;
+    a timing.csv from before the platform column keeps its rows, marked unrecorded."""
+    cfg = studies.STUDIES["k-mpe6"].configs("smoke")["mappo"]
+    steps = cfg.batch_size * cfg.num_seeds  # env steps of one update, all seeds
+    resumed, cpu_only = tmp_path / "resumed", tmp_path / "cpu_only"
+    resumed.mkdir(), cpu_only.mkdir()
+    (resumed / recording.TIMING_FILE).write_text("first_update,updates,seconds\n1,4,2.0\n")  # old format
+    recording.append_timing(resumed, 5, 4, 0.5, "gpu")
+    for first, seconds in ((9, 1.0), (13, 3.0), (17, 2.0)):
+        recording.append_timing(resumed, first, 4, seconds, "cpu")
+        recording.append_timing(cpu_only, first, 4, seconds / 2, "cpu")
+    assert [r["platform"] for r in recording.read_timing(resumed)] == ["unrecorded", "gpu", "cpu", "cpu", "cpu"]
+    assert recording.timed_updates([resumed]) == {"unrecorded": 4, "gpu": 4, "cpu": 12}
+    assert recording.main_platform([resumed, cpu_only]) == "cpu"
+    assert recording.training_steps_per_second(resumed, cfg, "cpu") == pytest.approx(4 * steps / 2.0)  # median
+    assert recording.training_steps_per_second(resumed, cfg, "gpu") == pytest.approx(4 * steps / 0.5)
+    assert recording.training_steps_per_second(resumed, cfg) == pytest.approx(4 * steps / 2.0)  # all five chunks
+    assert suite.speed_cell(cpu_only, cfg, "cpu") == f"{4 * steps:,.0f}"
+    assert suite.speed_cell(resumed, cfg, "cpu") == (
+        f"{2 * steps:,.0f} (unrecorded: {2 * steps:,.0f}; gpu: {8 * steps:,.0f})")
+    assert suite.trained_on([resumed, cpu_only]) == "unrecorded (12% of updates), gpu (12% of updates), cpu (75% of updates)"
 
 
 def test_updates_to_threshold_counts_from_one_and_marks_seeds_that_never_reach():

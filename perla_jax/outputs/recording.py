@@ -5,7 +5,8 @@ Layout of a run folder (default ``runs/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>/``)::
     config.json         Config.to_dict(), loadable with read_config
     metrics.csv         columns seed, update, *METRICS, diverged; one row per (update, seed)
     learning_curve.png  mean return over seeds with a 95% confidence band, against env steps
-    timing.csv          first_update, updates, seconds: the wall time of each compiled chunk (no compilation)
+    timing.csv          first_update, updates, seconds, platform: the wall time of each compiled chunk (no
+                        compilation) and the JAX backend that ran it ("cpu", "gpu"; a resumed run may change)
 
 ``seed`` is the index (0..num_seeds-1) of the key split from ``PRNGKey(cfg.seed)``; ``update`` counts
 updates done, from 1, so ``env_steps == update * cfg.batch_size``.
@@ -19,7 +20,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -32,6 +33,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
 TIMING_FILE = "timing.csv"
+TIMING_COLUMNS = ("first_update", "updates", "seconds", "platform")
+UNRECORDED = "unrecorded"  # the platform of a chunk timed before timing.csv had the column
 # ``diverged`` is 1 on the rows of a seed frozen by the divergence guard (outputs/divergence.py), whose
 # metrics are then NaN; 0 elsewhere.
 COLUMNS = ("seed", "update", *METRICS, "diverged")
@@ -102,27 +105,52 @@ def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_up
     return len(rows)
 
 
-def append_timing(run_dir: str | Path, first_update: int, updates: int, seconds: float) -> None:
-    """Appends one compiled chunk's wall time to the run's timing.csv (header on a new file)."""
+def append_timing(run_dir: str | Path, first_update: int, updates: int, seconds: float, platform: str) -> None:
+    """Appends one compiled chunk's wall time and the backend that ran it to the run's timing.csv (header on a
+    new file; a file from before the platform column gets the column, its old rows marked UNRECORDED)."""
     path = Path(run_dir) / TIMING_FILE
+    rows = read_timing(run_dir)
+    if rows and path.read_text().split("\n", 1)[0] != ",".join(TIMING_COLUMNS):
+        lines = [",".join(TIMING_COLUMNS)] + [",".join(r[c] for c in TIMING_COLUMNS) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
     fresh = not path.exists() or path.stat().st_size == 0
     with path.open("a") as f:
-        f.write(("first_update,updates,seconds\n" if fresh else "") + f"{first_update},{updates},{seconds!r}\n")
+        f.write((",".join(TIMING_COLUMNS) + "\n" if fresh else "") + f"{first_update},{updates},{seconds!r},{platform}\n")
 
 
-def training_steps_per_second(run_dir: str | Path, cfg: Config) -> float:
-    """Env steps per second of training (all seeds together) in the median compiled chunk of the run's
-    timing.csv: compilation excluded, and a chunk slowed by another process on the machine does not count;
-    NaN without a timing.csv (runs recorded before it existed)."""
+def read_timing(run_dir: str | Path) -> list[dict[str, str]]:
+    """The rows of the run's timing.csv as dicts keyed by TIMING_COLUMNS ([] without the file)."""
     path = Path(run_dir) / TIMING_FILE
     if not path.is_file():
-        return math.nan
+        return []
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return math.nan
-    rates = [int(r["updates"]) * cfg.batch_size * cfg.num_seeds / float(r["seconds"]) for r in rows]
-    return float(np.median(rates))
+        return [{**row, "platform": row.get("platform") or UNRECORDED} for row in csv.DictReader(f)]
+
+
+def timed_updates(run_dirs: Iterable[str | Path]) -> dict[str, int]:
+    """platform -> how many updates of these runs together their timing.csv files timed there."""
+    counts: dict[str, int] = {}
+    for run_dir in run_dirs:
+        for row in read_timing(run_dir):
+            counts[row["platform"]] = counts.get(row["platform"], 0) + int(row["updates"])
+    return counts
+
+
+def main_platform(run_dirs: Iterable[str | Path]) -> str:
+    """The platform that timed most updates of these runs together: the one a table of them compares (UNRECORDED
+    when none has timing.csv)."""
+    counts = timed_updates(run_dirs)
+    return max(counts, key=counts.__getitem__) if counts else UNRECORDED
+
+
+def training_steps_per_second(run_dir: str | Path, cfg: Config, platform: str | None = None) -> float:
+    """Env steps per second of training (all seeds together) in the median compiled chunk of the run's
+    timing.csv, over the chunks run on ``platform`` (None: every chunk): compilation excluded, and a chunk
+    slowed by another process on the machine does not count. NaN without such chunks (or without timing.csv:
+    runs recorded before it existed)."""
+    rates = [int(r["updates"]) * cfg.batch_size * cfg.num_seeds / float(r["seconds"]) for r in read_timing(run_dir)
+             if platform is None or r["platform"] == platform]
+    return float(np.median(rates)) if rates else math.nan
 
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
