@@ -188,6 +188,14 @@ STUDIES: dict[str, Study] = {
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
             cpu=dict(total_timesteps=100_352, num_seeds=8),  # 49 updates
         ),
+        Study(  # scaling-mpe's settings at N = 9, so its mappo, ippo and K = 16 runs are shared
+            "k-mpe9", "MPE simple_spread, 9 agents: does PERLA-MAPPO's lead over MAPPO need K > 1?",
+            common=dict(env="mpe", time_limit="observe", env_kwargs={"num_agents": 9, "num_landmarks": 9}),
+            runs={"mappo": SCALING_ALGOS["mappo"], "ippo": SCALING_ALGOS["ippo"],
+                  **{label: K_FAMILIES[label] for label in ("perla_mappo joint td K=1", "perla_mappo joint td K=16")}},
+            paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
+            cpu=dict(total_timesteps=200_704, num_seeds=8),  # scaling-mpe's cpu budget
+        ),
         *(Study(
             f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
             "settings (--preset jaxmarl)",
