@@ -189,7 +189,7 @@ STUDIES: dict[str, Study] = {
             cpu=dict(total_timesteps=100_352, num_seeds=8),  # 49 updates
         ),
         Study(  # scaling-mpe's settings at N = 9, so its mappo, ippo and K = 16 runs are shared
-            "k-mpe9", "MPE simple_spread, 9 agents: does PERLA-MAPPO's lead over MAPPO need K > 1?",
+            "k-mpe9", "MPE simple_spread, 9 agents: PERLA-MAPPO at K = 1 against K = 16",
             common=dict(env="mpe", time_limit="observe", env_kwargs={"num_agents": 9, "num_landmarks": 9}),
             runs={"mappo": SCALING_ALGOS["mappo"], "ippo": SCALING_ALGOS["ippo"],
                   **{label: K_FAMILIES[label] for label in ("perla_mappo joint td K=1", "perla_mappo joint td K=16")}},
