@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     key = jax.random.PRNGKey(args.eval_seed)
     evaluate = make_evaluator(trainer.env, trainer.agents, args.episodes, args.mode)
     result = summarise(evaluate(state.actor.params, key), args.mode, step, args.eval_seed)
-    checkpoints.atomic_write_text(run_dir / EVAL_FILE, json.dumps(result, indent=2) + "\n")
+    recording.atomic_write_text(run_dir / EVAL_FILE, json.dumps(result, indent=2) + "\n")
     ret = result["metrics"]["team_return"]
     print(f"checkpoint {step}/{cfg.num_updates} updates, {args.mode}, {args.episodes} episodes x {cfg.num_seeds} seeds")
     print(f"team return (95% CI over seeds): {recording.format_mean_ci(ret['mean'], ret['ci95'] or float('nan'))}")

@@ -160,7 +160,8 @@ def test_steps_per_second_are_told_apart_by_the_platform_that_timed_them(tmp_pat
     assert suite.speed_cell(cpu_only, cfg, "cpu") == f"{4 * steps:,.0f}"
     assert suite.speed_cell(resumed, cfg, "cpu") == (
         f"{2 * steps:,.0f} (unrecorded: {2 * steps:,.0f}; gpu: {8 * steps:,.0f})")
-    assert suite.trained_on([resumed, cpu_only]) == "unrecorded (12% of updates), gpu (12% of updates), cpu (75% of updates)"
+    assert suite.trained_on([resumed, cpu_only]) == (
+        "unrecorded (12% of updates), gpu (12% of updates), cpu (75% of updates)")
 
 
 def test_updates_to_threshold_counts_from_one_and_marks_seeds_that_never_reach():

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from perla_jax.config import LEGACY_VALUES
-from perla_jax.outputs.recording import COLUMNS
+from perla_jax.outputs.recording import COLUMNS, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("state", "meta")
@@ -175,15 +174,3 @@ def _atomic_write_csv(path: Path, rows: list[list[str]]) -> None:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     atomic_write_text(path, buffer.getvalue())
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers see
-    the old file or the new one, never a partial one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

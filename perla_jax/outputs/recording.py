@@ -34,6 +34,7 @@ METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
 TIMING_FILE = "timing.csv"
 TIMING_COLUMNS = ("first_update", "updates", "seconds", "platform")
+TIMING_HEADER = ",".join(TIMING_COLUMNS)
 UNRECORDED = "unrecorded"  # the platform of a chunk timed before timing.csv had the column
 # ``diverged`` is 1 on the rows of a seed frozen by the divergence guard (outputs/divergence.py), whose
 # metrics are then NaN; 0 elsewhere.
@@ -107,15 +108,30 @@ def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_up
 
 def append_timing(run_dir: str | Path, first_update: int, updates: int, seconds: float, platform: str) -> None:
     """Appends one compiled chunk's wall time and the backend that ran it to the run's timing.csv (header on a
-    new file; a file from before the platform column gets the column, its old rows marked UNRECORDED)."""
+    new file). A file from before the platform column gets the column once, its old rows marked UNRECORDED;
+    otherwise only the header line is read, as this runs after every chunk."""
     path = Path(run_dir) / TIMING_FILE
-    rows = read_timing(run_dir)
-    if rows and path.read_text().split("\n", 1)[0] != ",".join(TIMING_COLUMNS):
-        lines = [",".join(TIMING_COLUMNS)] + [",".join(r[c] for c in TIMING_COLUMNS) for r in rows]
-        path.write_text("\n".join(lines) + "\n")
-    fresh = not path.exists() or path.stat().st_size == 0
+    header = ""
+    if path.is_file():
+        with path.open() as f:
+            header = f.readline().rstrip("\n")
+    if header and header != TIMING_HEADER:
+        rows = [",".join(row[c] for c in TIMING_COLUMNS) for row in read_timing(run_dir)]
+        atomic_write_text(path, "\n".join([TIMING_HEADER, *rows]) + "\n")
     with path.open("a") as f:
-        f.write((",".join(TIMING_COLUMNS) + "\n" if fresh else "") + f"{first_update},{updates},{seconds!r},{platform}\n")
+        f.write(("" if header else TIMING_HEADER + "\n") + f"{first_update},{updates},{seconds!r},{platform}\n")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers see
+    the old file or the new one, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_timing(run_dir: str | Path) -> list[dict[str, str]]:
