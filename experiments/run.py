@@ -288,6 +288,8 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
     frozen = divergence.frozen_from_meta(checkpoints.read_meta(manager, plan.start)) if plan.start else {}
     logger = make_loggers(plan.log_kinds if plan.writer else (), plan.out, cfg)
     steps_per_chunk = cfg.num_seeds * chunk * cfg.batch_size
+    devices = plan.sharding.device_set if plan.sharding else {jax.devices()[0]}
+    platform = recording.platform_name(next(iter(devices)).device_kind, len(devices))
     bar = Progress(cfg.num_updates * cfg.batch_size * cfg.num_seeds, plan.start * steps_per_chunk // chunk,
                    enabled=plan.writer)
     try:
@@ -307,7 +309,7 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
             metrics = divergence.mark_frozen(metrics, mask, first, cfg.batch_size)
             if plan.writer:
                 recording.append_metrics(metrics_path, metrics, first)
-                recording.append_timing(plan.out, first, chunk, elapsed, jax.default_backend())
+                recording.append_timing(plan.out, first, chunk, elapsed, platform)
             logger.log_chunk(metrics, first)
             for d in new:
                 _say(plan.writer, d.describe())

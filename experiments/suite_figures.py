@@ -27,7 +27,7 @@ def panels(study: Study, timed_on: str) -> list[tuple[str, Callable[[Path, analy
             analysis.updates_to_threshold(run.metrics["return"], study.threshold), nan=run.metrics["return"].shape[1]),
             False))
     elif study.against == "k":  # one number per run, no interval, all on the platform that timed most updates
-        chosen.append((f"training env steps/s on {timed_on} (median chunk)", lambda folder, run: np.array(
+        chosen.append((f"training env steps/s, median chunk\non {timed_on}", lambda folder, run: np.array(
             [recording.training_steps_per_second(folder, run.cfg, timed_on)]), True))
     return chosen
 

@@ -353,3 +353,8 @@ def test_checkpoints_move_between_device_counts(reference, stopped, tmp_path):
     assert _steps(on_two)[-1] == STOP_AT
     run_cli.main(["--resume", str(on_two)])  # here, on one device
     _assert_close_run(on_two, reference)
+    # timing.csv names what timed each chunk, so a table never mixes 1- and 2-device speeds
+    for run_dir, before, after in ((from_one, "cpu", "2 x cpu"), (on_two, "2 x cpu", "cpu")):
+        platforms = [row["platform"] for row in recording.read_timing(run_dir)]
+        switch = platforms.index(after)
+        assert switch > 0 and platforms == [before] * switch + [after] * (len(platforms) - switch), platforms
