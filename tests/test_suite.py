@@ -164,7 +164,7 @@ def test_steps_per_second_are_told_apart_by_the_platform_that_timed_them(tmp_pat
         "unrecorded (12% of updates), gpu (12% of updates), cpu (75% of updates)")
     assert recording.platform_name("NVIDIA H200", 1) == "NVIDIA H200"
     assert recording.platform_name("cpu", 4) == "4 x cpu"
-    assert recording.platform_name("TPU v5, lite", 1) == "TPU v5  lite"  # no comma to split timing.csv's row
+    assert recording.platform_name("TPU v5, lite", 1) == "TPU v5 lite"  # no comma to split timing.csv's row
 
 
 def test_updates_to_threshold_counts_from_one_and_marks_seeds_that_never_reach():

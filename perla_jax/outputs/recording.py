@@ -7,7 +7,7 @@ Layout of a run folder (default ``runs/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>/``)::
     learning_curve.png  mean return over seeds with a 95% confidence band, against env steps
     timing.csv          first_update, updates, seconds, platform: the wall time of each compiled chunk (no
                         compilation) and the devices that ran it (platform_name: "cpu", "NVIDIA H200", ...;
-                        "gpu" in files written before 2026-11-27 13:00 UTC); a resumed run may change it
+                        "gpu" in files written before that, on 2026-11-27); a resumed run may change it
 
 ``seed`` is the index (0..num_seeds-1) of the key split from ``PRNGKey(cfg.seed)``; ``update`` counts
 updates done, from 1, so ``env_steps == update * cfg.batch_size``.
@@ -110,15 +110,15 @@ def append_metrics(path: str | Path, metrics: Mapping[str, np.ndarray], first_up
 def platform_name(device_kind: str, device_count: int) -> str:
     """What timed a chunk, as timing.csv records it: JAX's ``device_kind`` ("cpu", "NVIDIA H100 80GB HBM3"), led by
     the device count where the seeds were sharded over several. The kind, not just the backend, because an H100's
-    and an H200's speeds must not share a column; commas are dropped so the CSV keeps four fields."""
-    kind = device_kind.replace(",", " ").strip() or UNRECORDED
+    and an H200's speeds must not share a column; commas become spaces so the CSV row keeps four fields."""
+    kind = " ".join(device_kind.replace(",", " ").split()) or UNRECORDED
     return kind if device_count == 1 else f"{device_count} x {kind}"
 
 
 def append_timing(run_dir: str | Path, first_update: int, updates: int, seconds: float, platform: str) -> None:
-    """Appends one compiled chunk's wall time and the devices that ran it (``platform_name``) to the run's timing.csv (header on a
-    new file). A file from before the platform column gets the column once, its old rows marked UNRECORDED;
-    otherwise only the header line is read, as this runs after every chunk."""
+    """Appends one compiled chunk's wall time and the devices that ran it (``platform_name``) to the run's
+    timing.csv (header on a new file). A file from before the platform column gets the column once, its old rows
+    marked UNRECORDED; otherwise only the header line is read, as this runs after every chunk."""
     path = Path(run_dir) / TIMING_FILE
     header = ""
     if path.is_file():
