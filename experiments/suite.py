@@ -163,9 +163,9 @@ def threshold_cell(run: analysis.Run, threshold: float) -> str:
 def speed_cell(folder: Path, cfg: Config, timed_on: str) -> str:
     """Training steps/s on the study's platform ``timed_on``, then those on any other platform that timed the run
     (a run resumed on another machine)."""
-    speed = recording.training_steps_per_second(folder, cfg, timed_on)
-    others = [f"{name}: {recording.training_steps_per_second(folder, cfg, name):,.0f}"
-              for name in recording.timed_updates([folder]) if name != timed_on]
+    speeds = recording.steps_per_second_by_platform(folder, cfg)
+    speed = speeds.pop(timed_on, math.nan)
+    others = [f"{name}: {value:,.0f}" for name, value in speeds.items()]
     return ("-" if math.isnan(speed) else f"{speed:,.0f}") + (f" ({'; '.join(others)})" if others else "")
 
 

@@ -157,6 +157,8 @@ def test_steps_per_second_are_told_apart_by_the_platform_that_timed_them(tmp_pat
     assert recording.training_steps_per_second(resumed, cfg, "cpu") == pytest.approx(4 * steps / 2.0)  # median
     assert recording.training_steps_per_second(resumed, cfg, "gpu") == pytest.approx(4 * steps / 0.5)
     assert recording.training_steps_per_second(resumed, cfg) == pytest.approx(4 * steps / 2.0)  # all five chunks
+    assert recording.steps_per_second_by_platform(resumed, cfg) == pytest.approx(
+        {"unrecorded": 2 * steps, "gpu": 8 * steps, "cpu": 4 * steps / 2.0})
     assert suite.speed_cell(cpu_only, cfg, "cpu") == f"{4 * steps:,.0f}"
     assert suite.speed_cell(resumed, cfg, "cpu") == (
         f"{2 * steps:,.0f} (unrecorded: {2 * steps:,.0f}; gpu: {8 * steps:,.0f})")
