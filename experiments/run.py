@@ -311,10 +311,11 @@ def _run_chunks(plan: Plan, manager, stop: StopRequest, stop_after: int | None, 
                 recording.append_metrics(metrics_path, metrics, first)
                 recording.append_timing(plan.out, first, chunk, elapsed, platform)
             logger.log_chunk(metrics, first)
-            for d in new:
-                _say(plan.writer, d.describe())
             if new and plan.on_divergence == "stop":
-                raise Diverged("; ".join(d.describe() for d in new))
+                raise Diverged("; ".join(d.describe() for d in new))  # _train reports it
+            # Frozen seeds are left out of find_divergences: each is reported once, in the chunk it diverged in.
+            for d in new:
+                _say(plan.writer, f"{d.describe()}; {divergence.frozen_note(d, first)}")
             state = divergence.freeze(state, last_finite, sorted(frozen))
             done = first + chunk - 1
             meta = {"config": cfg.to_dict(), "updates_done": done, "num_updates": cfg.num_updates, "chunk_size": chunk,

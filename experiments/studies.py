@@ -46,10 +46,26 @@ SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
 BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
 
 
-def over_agents(counts: tuple[int, ...], env_kwargs) -> dict[str, dict[str, Any]]:
-    """``"<algo> N=<n>"`` -> the algorithm's fields with ``env_kwargs(n)``, for every scaling algorithm and n."""
+# The critic study (issue 24): every algorithm at the defaults, PERLA-MAPPO's factored critic against the MLP
+# critic it replaced and against its own td advantage (which the control variate's gain is measured from).
+CRITIC_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"), "perla_mappo": dict(algo="perla_mappo"),
+                "perla_mappo mlp": dict(algo="perla_mappo", critic_arch="mlp"),
+                "perla_mappo td": dict(algo="perla_mappo", advantage="td")}
+# The critic settings before issue 24 (learning rate 2.5e-4, output layer at scale 1, the MLP Q-critic, the td
+# advantage) against today's defaults, on MPE, where the defaults must not get worse.
+LEGACY_CRITIC = dict(critic_lr=2.5e-4, critic_out_scale=1.0)
+CRITIC_DEFAULTS_MPE = {"mappo": dict(algo="mappo"), "mappo legacy critic": dict(algo="mappo", **LEGACY_CRITIC),
+                       "ippo": dict(algo="ippo"), "ippo legacy critic": dict(algo="ippo", **LEGACY_CRITIC),
+                       "perla_mappo": dict(algo="perla_mappo"),
+                       "perla_mappo legacy critic": dict(algo="perla_mappo", critic_arch="mlp", advantage="td",
+                                                         **LEGACY_CRITIC)}
+
+
+def over_agents(counts: tuple[int, ...], env_kwargs, algos=None) -> dict[str, dict[str, Any]]:
+    """``"<algo> N=<n>"`` -> the algorithm's fields with ``env_kwargs(n)``, for every algorithm of ``algos``
+    (default: the scaling algorithms) and n."""
     return {f"{name} N={n}": dict(fields, env_kwargs=env_kwargs(n)) for n in counts
-            for name, fields in SCALING_ALGOS.items()}
+            for name, fields in (SCALING_ALGOS if algos is None else algos).items()}
 
 
 CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its width (issue 11: the critic's capacity
@@ -165,6 +181,24 @@ STUDIES: dict[str, Study] = {
             "scaling-credit", "Credit-assignment game: the number of agents N",
             common=CREDIT, runs=over_agents((2, 8, 32, 64), lambda n: {"num_agents": n}),
             paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
+        ),
+        Study(
+            "critic-credit", "Credit-assignment game: the factored Q-critic against the MLP one, and PERLA against "
+            "MAPPO and IPPO, over N",
+            common=CREDIT, runs=over_agents((8, 32, 64), lambda n: {"num_agents": n}, CRITIC_ALGOS),
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
+        ),
+        Study(
+            "critic-credit-pairs", "Non-additive credit game (pairs score only together): the factored Q-critic over N",
+            common=dict(CREDIT, env="credit_pairs"), runs=over_agents((8, 32), lambda n: {"num_agents": n},
+                                                                      CRITIC_ALGOS),
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
+        ),
+        Study(
+            "critic-mpe", "MPE simple_spread (3 agents): today's critic defaults against those before the factored "
+            "critic (critic lr 2.5e-4, output scale 1, MLP Q-critic with td)",
+            common=dict(env="mpe", time_limit="bootstrap"), runs=CRITIC_DEFAULTS_MPE,
+            paper=dict(total_timesteps=1_000_000, num_seeds=8),
         ),
         Study(
             "timelimit-mpe", "MPE simple_spread (3 agents): what the 26-step time limit means to the critics",

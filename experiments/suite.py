@@ -40,6 +40,7 @@ import numpy as np
 
 from perla_jax import Config, analysis, recording
 from perla_jax.config import LEGACY_VALUES
+from perla_jax.envs.credit import credit_others_share, pairs_others_share
 from studies import AXIS_SUFFIX, BUDGETS, STUDIES, Study, axis_value
 from run import RESUME_HINT
 from suite_figures import plot_against_axis
@@ -139,11 +140,45 @@ def launch_record(folder: Path) -> tuple[list[float], int]:
     return timed, max(len(timed), interrupted + 1)
 
 
-def share_cell(run: analysis.Run) -> str:
-    """others_share (the perla-signal metric), mean over updates and seeds; "-" for V-critics and for runs
-    recorded before the metric existed."""
-    values = run.metrics["others_share"]
+def learning_phase(run: analysis.Run, threshold: float | None) -> np.ndarray:
+    """``[S, U]`` true at the updates before each seed's return first reaches ``threshold`` (every update where the
+    study has none): once every agent succeeds the critic's targets stop varying, and ratios of variances such as
+    critic_ev and others_share say nothing."""
+    returns = run.metrics["return"]
+    if threshold is None:
+        return np.ones(returns.shape, bool)
+    return ~np.maximum.accumulate(np.nan_to_num(returns, nan=-np.inf) >= threshold, axis=1)
+
+
+def phase_mean_cell(run: analysis.Run, metric: str, phase: np.ndarray | None = None) -> str:
+    """Mean over the updates of ``phase`` (default all) and seeds; "-" where the metric is NaN throughout (V-critics'
+    others_share) or was not recorded yet."""
+    values = run.metrics.get(metric)
+    if values is None:
+        return "-"
+    values = values[phase] if phase is not None else values
     return f"{np.nanmean(values):.3f}" if np.isfinite(values).any() else "-"
+
+
+def share_cell(run: analysis.Run, phase: np.ndarray | None = None) -> str:
+    """others_share (the perla-signal metric), as ``phase_mean_cell``."""
+    return phase_mean_cell(run, "others_share", phase)
+
+
+# env -> (closed-form others_share of its exact critic, each agent's success probability from the team return)
+EXACT_SHARES = {"credit": (credit_others_share, lambda r: r), "credit_pairs": (pairs_others_share, np.sqrt)}
+
+
+def exact_share_cell(run: analysis.Run, phase: np.ndarray) -> str:
+    """What others_share would be with the exact critic (credit games, Q-critics), at every update of ``phase``,
+    each agent's success probability read off the team return (all agents alike), then averaged."""
+    cfg = run.cfg
+    if not cfg.uses_q_critic or cfg.env not in EXACT_SHARES:
+        return "-"
+    closed_form, success = EXACT_SHARES[cfg.env]
+    n, noise = int(cfg.env_kwargs.get("num_agents", 8)), float(cfg.env_kwargs.get("reward_noise", 0.0))
+    probabilities = np.clip(success(run.metrics["return"][phase]), 1e-3, 1 - 1e-3)
+    return f"{np.mean([closed_form(n, cfg.k, float(p), noise) for p in probabilities]):.3f}"
 
 
 def wall_cell(folder: Path) -> str:
@@ -179,17 +214,20 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
         label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
     ci_rows = analysis.final_table(list(runs.values()), metric=study.score)
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
+    phase_name = f"updates below {study.threshold:g}" if study.threshold is not None else "all updates"
     scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []
     also_return = ["final return: mean"] if study.score != "return" else []
     header = ["run", f"final {study.score}: mean [95% CI]", "IQM [95% CI]", *scaled,
               f"minus {study.baseline} (paired, 95% CI)", f"P(> {study.baseline}) [95% CI]", *also_return, *reach,
-              "mean return over training", "pg_var", "pg_snr", "critic_sample_var (final)", "others_share",
+              "mean return over training", "pg_var", "pg_snr", "critic_sample_var (final)",
+              f"critic_ev ({phase_name})", f"others_share ({phase_name})", "exact critic's others_share",
               f"train steps/s ({timed_on})", "wall min (all launches)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (label, run), ci in zip(runs.items(), ci_rows):
         baseline = study.baseline_for(label)
         diff, half, pairs = analysis.paired_difference(finals[label], finals[baseline])
         sample_var = np.nanmean(analysis.final_scores(run.metrics["critic_sample_var"]))
+        phase = learning_phase(run, study.threshold)
         paired = "-" if label == baseline else f"{diff:+.3f} ± {half:.3f} ({pairs} seeds)" + (
             f" vs {baseline}" if baseline != study.baseline else "")
         p, (low, high) = analysis.probability_of_improvement(finals[label], finals[baseline])
@@ -201,7 +239,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
                  *([f"{final_return:.3f}"] if also_return else []),
                  *([threshold_cell(run, study.threshold)] if reach else []),
                  f"{np.nanmean(run.metrics['return']):.3f}", f"{np.nanmean(run.metrics['pg_var']):.3g}",
-                 f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}", share_cell(run),
+                 f"{np.nanmean(run.metrics['pg_snr']):.3g}", f"{sample_var:.2g}",
+                 phase_mean_cell(run, "critic_ev", phase), share_cell(run, phase), exact_share_cell(run, phase),
                  speed_cell(folders[label], run.cfg, timed_on), wall_cell(folders[label])]
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -179,12 +179,22 @@ def control_variate(values: MarginalValues, td: TDLambda, beta: float | None) ->
 
 def others_share(values: MarginalValues, td: TDLambda) -> chex.Array:
     """Share of the one-step TD errors' variance that the others' taken actions explain, as far as the critic
-    models them (the perla-signal metric): the squared correlation over the batch of
-    delta_t = r_t + gamma V^(s'_t) - V^(s_t) with c_t = Q(s_t, a_i,t, a_-i,t) - Q^_i(s_t, a_i,t), i.e. the fraction of
-    Var(delta) that the best multiple of c removes. Near 0 where the others' actions do not move the value (or
-    the critic does not model them); with an exact critic of a one-step game it is
-    sigma^2 / ((1 + 1/K) Var(delta)), sigma^2 = E Var_{a_-i}(Q | s, a_i). At small K it also counts the K-sample
-    noise that V^(s) shares with Q^_i(s, a_i) (both average the same samples). A scalar ``[]``."""
+    models them (the perla-signal metric): the squared correlation over the batch (steps, environments and agents
+    pooled) of delta_t = r_t + gamma V^(s'_t) - V^(s_t) with c_t = Q(s_t, a_i,t, a_-i,t) - Q^_i(s_t, a_i,t), i.e.
+    the fraction of Var(delta) that the best multiple of c removes. Near 0 where the others' actions do not move
+    the value (or the critic does not model them). A scalar ``[]``.
+
+    With an exact critic of a one-step game: V^_i(s) = sum_b pi_i(b) Q^_i(s, b) and Q^_i(s, a_i) average the SAME
+    K samples a_-i^(k), so V^'s sampling noise enters delta and correlates with c. Write g(a) = Q(s, a) -
+    E_{a'_-i} Q(s, a_i, a'_-i) for the others' effect, h(a_-i) = E_{b ~ pi_i} g(b, a_-i) for its part that does
+    not depend on a_i, sigma^2 = E g^2 and tau^2 = E h^2 <= sigma^2. Then
+      Cov(delta, c) = sigma^2 + tau^2 / K,    Var(c) = (1 + 1/K) sigma^2,
+      Var(delta) = Var_{a_i}(E_{a_-i} Q) + sigma^2 + tau^2 / K + Var(reward noise),
+    each averaged over states and agents, and the share is Cov^2 / (Var(delta) Var(c)). Where the others' effect
+    does not depend on a_i (additive games such as ``credit``: tau = sigma) that is Var(c) / Var(delta) =
+    (1 + 1/K) sigma^2 / Var(delta) (``perla_jax.envs.credit.credit_others_share``); with no such part (tau = 0), or with the exact V in
+    place of V^, it is sigma^2 / ((1 + 1/K) Var(delta)).
+    """
     one_step = dataclasses.replace(td, lam=0.0)
     delta = one_step.returns(next_step_values(values.v_now, values.v_final, values.ended)) - values.v_now
     c = values.q_joint - values.q_taken

@@ -13,7 +13,7 @@ import json
 import typing
 
 from perla_jax.config import (
-    ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, CRITIC_TARGETS, TIME_LIMITS, Config,
+    ACTIVATIONS, ADVANTAGES, ALGOS, CRITIC_ACTION_LAYERS, CRITIC_ARCHS, CRITIC_POOLS, CRITIC_TARGETS, TIME_LIMITS, Config,
 )
 from perla_jax.envs.registry import ALIASES, SUPPORTED
 from perla_jax.presets import PRESETS, preset_config
@@ -24,6 +24,8 @@ CHOICES = {
     "advantage": ADVANTAGES,
     "activation": ACTIVATIONS,
     "critic_action_layer": CRITIC_ACTION_LAYERS,
+    "critic_arch": CRITIC_ARCHS,
+    "critic_pool": CRITIC_POOLS,
     "critic_target": CRITIC_TARGETS,
     "time_limit": TIME_LIMITS,
 }
@@ -53,7 +55,15 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "max_grad_norm": "global gradient-norm clip",
     "actor_hidden": "actor hidden layer sizes, comma-separated",
     "critic_hidden": "critic hidden layer sizes, comma-separated",
-    "critic_action_layer": "Q-critic hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
+    "critic_arch": "PERLA Q-critic: factored (shared per-agent encoder pooled over the others) or mlp (one MLP on "
+    "state and others' actions); default factored; refused for mappo/ippo",
+    "critic_rank": "factored Q-critic: width of each agent's encoding phi(o_j, a_j, id_j)",
+    "critic_others_scale": "factored Q-critic: initial scale of phi's output layer (0: the others' part starts at zero)",
+    "critic_state_path": "factored Q-critic of perla_mappo: agent i's own path also reads the global state",
+    "critic_pool": "factored Q-critic: how agent i pools the others, mean over j != i or attention (weights from "
+    "their observations and ids)",
+    "critic_out_scale": "initial scale of every critic's output layer",
+    "critic_action_layer": "mlp Q-critic: hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
     "critic_target": "what the PERLA Q-critic regresses: marginal (Algorithm 1: the K-sample mean Q^) or joint "
     "(Q at the joint action taken)",
     "activation": "hidden-layer activation",

@@ -14,6 +14,9 @@ from perla_jax.envs.registry import check_map, check_time_limit, env_family
 ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_ACTION_LAYERS = ("first", "last")
+CRITIC_ARCHS = ("factored", "mlp")
+CRITIC_POOLS = ("mean", "attention")
+DEFAULT_CRITIC_ARCH = "factored"  # what critic_arch="" resolves to for a Q-critic (README, "Defaults and why")
 CRITIC_TARGETS = ("marginal", "joint")
 NETWORKS = ("ff", "rnn")
 # Counters and sizes reach XLA as int32 (jax's default without x64), so larger ints overflow or wrap there.
@@ -23,7 +26,12 @@ MAX_SEED = 2**32 - 1
 FLOAT32_MAX = 3.4028234663852886e38  # a larger number becomes inf in the compiled program
 # Fields added after runs were recorded without them, with the value those runs were trained with: a stored
 # config.json that lacks one reads back as what it ran (not as today's default).
-LEGACY_VALUES = {"time_limit": "bootstrap"}
+LEGACY_VALUES = {
+    "time_limit": "bootstrap", "critic_rank": 16, "critic_others_scale": 0.0, "critic_out_scale": 1.0,
+    "critic_state_path": False, "critic_pool": "mean",
+}
+# critic_arch before it existed: the Q-critics were the MLP, the V-critics have none (see ``from_dict``).
+LEGACY_Q_CRITIC_ARCH = "mlp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +53,17 @@ class Config:
     feed: ``first`` is COMA's layout (actions beside the state at the input), ``last`` fuses them into
     the last hidden layer, so each of the K samples costs one lookup and one activation instead of a
     pass through the hidden layers (see ``networks.QCritic``). Both are MLPs on (state, others' actions).
+
+    ``critic_arch`` is the PERLA Q-critic's architecture (empty: ``DEFAULT_CRITIC_ARCH``; refused for the
+    state-value critics of MAPPO and IPPO): ``factored`` (``networks.factored``) encodes every agent with one
+    shared encoder phi(o_j, a_j, id_j) into ``critic_rank`` numbers, pools them over the others (mean over
+    j != i) and adds the pool to agent i's own path (which also reads the global state when
+    ``critic_state_path`` and the critic is centralised); ``critic_pool="attention"`` replaces the mean by
+    attention weights over j != i computed from the agents' observations and ids; ``mlp`` is one MLP on (state, others' one-hot
+    actions) with the actions entering at ``critic_action_layer`` (``networks.QCritic``). ``critic_others_scale``
+    is the initial scale of phi's output layer (0: the others' part starts at zero, so an untrained critic adds
+    no noise from them), and ``critic_out_scale`` the initial scale of every critic's output layer (V critics
+    too).
 
     ``eval_every`` > 0 makes ``experiments/run.py`` evaluate the greedy policies on ``eval_episodes``
     episodes per seed whenever a chunk of updates passes a multiple of ``eval_every`` (between compiled
@@ -79,7 +98,7 @@ class Config:
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     map_name: str = ""
     algo: str = "perla_mappo"
-    advantage: str = "td"
+    advantage: str = "perla_cv"
     k: int = 16
     num_envs: int = 16
     num_steps: int = 128
@@ -87,7 +106,7 @@ class Config:
     update_epochs: int = 4
     num_minibatches: int = 4
     actor_lr: float = 2.5e-4
-    critic_lr: float = 2.5e-4
+    critic_lr: float = 1e-3
     anneal_lr: bool = True
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -97,7 +116,13 @@ class Config:
     max_grad_norm: float = 0.5
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (64, 64)
+    critic_arch: str = ""
     critic_action_layer: str = "last"
+    critic_rank: int = 16
+    critic_others_scale: float = 0.0
+    critic_state_path: bool = False
+    critic_pool: str = "mean"
+    critic_out_scale: float = 0.01
     critic_target: str = "joint"
     activation: str = "tanh"
     network: str = ""
@@ -119,16 +144,17 @@ class Config:
         object.__setattr__(self, "total_timesteps", _as_int("total_timesteps", self.total_timesteps))
         for name in ("env", "map_name"):
             _check_str(name, getattr(self, name))
-        for name in ("anneal_lr", "actor_agent_id", "share_actor"):
+        for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path"):
             _check_bool(name, getattr(self, name))
         _check_choice("algo", self.algo, ALGOS)
         _check_choice("advantage", self.advantage, ADVANTAGES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
         _check_choice("critic_target", self.critic_target, CRITIC_TARGETS)
+        _check_choice("critic_pool", self.critic_pool, CRITIC_POOLS)
         positive_ints = (
             "k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk",
-            "own_action_samples",
+            "own_action_samples", "critic_rank",
         )
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)
@@ -140,9 +166,10 @@ class Config:
         for name in ("gamma", "gae_lambda"):
             _check_range(name, getattr(self, name), 0.0, 1.0)
         _check_range("clip_eps", self.clip_eps, 0.0, math.inf, low_open=True)
-        for name in ("ent_coef", "vf_coef"):
+        for name in ("ent_coef", "vf_coef", "critic_others_scale", "critic_out_scale"):
             _check_range(name, getattr(self, name), 0.0, math.inf)
         self._check_batch_sizes()
+        self._check_critic_arch()
         family = env_family(self.env)
         check_map(self.env, self.map_name)
         self._check_network(family.default_network, family.continuous)
@@ -181,6 +208,20 @@ class Config:
                 f"{MAX_INT} (the optimiser counts them in int32)"
             )
 
+    def _check_critic_arch(self) -> None:
+        """Only a joint-action Q-critic has an architecture to choose; empty picks the Q-critics' default."""
+        q_algos = ", ".join(name for name, spec in ALGO_SPECS.items() if spec.critic == "q")
+        if not self.uses_q_critic:
+            if self.critic_arch != "":
+                raise ValueError(
+                    f"critic_arch={self.critic_arch!r} does not apply to algo={self.algo!r} (a state-value critic): "
+                    f"it applies to the joint-action Q-critics of {q_algos}"
+                )
+            return
+        if self.critic_arch == "":
+            object.__setattr__(self, "critic_arch", DEFAULT_CRITIC_ARCH)
+        _check_choice("critic_arch", self.critic_arch, CRITIC_ARCHS)
+
     def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":
             object.__setattr__(self, "network", default_network)
@@ -194,7 +235,7 @@ class Config:
                 f"num_minibatches={self.num_minibatches} does not divide num_envs={self.num_envs}: network='rnn' "
                 f"minibatches hold whole sequences, so allowed are divisors of {self.num_envs}"
             )
-        if self.uses_q_critic and self.critic_action_layer != "last":
+        if self.uses_q_critic and self.critic_arch == "mlp" and self.critic_action_layer != "last":
             raise ValueError(
                 f"critic_action_layer={self.critic_action_layer!r} is invalid with network='rnn': allowed is 'last' "
                 "(the sampled actions enter after the GRU)"
@@ -243,7 +284,11 @@ class Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}: allowed are {sorted(known)}")
-        return cls(**{**LEGACY_VALUES, **values})
+        legacy = dict(LEGACY_VALUES)
+        if "critic_arch" not in values and ALGO_SPECS.get(values.get("algo", cls.algo), None) is not None:
+            if ALGO_SPECS[values.get("algo", cls.algo)].critic == "q":
+                legacy["critic_arch"] = LEGACY_Q_CRITIC_ARCH
+        return cls(**{**legacy, **values})
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

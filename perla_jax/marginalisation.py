@@ -13,6 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from perla_jax.networks.discrete import QCritic
+from perla_jax.networks.factored import FactoredQCritic
+
+# The discrete Q-critics: both give ``hidden_samples``, a linear ``output`` and ``output_at``.
+QNetwork = QCritic | FactoredQCritic
 
 
 def marginalise(
@@ -57,7 +61,7 @@ def sample_joint_actions(key: chex.PRNGKey, policy: distrax.Distribution, k: int
 
 
 def critic_hidden_samples(
-    critic: QCritic, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
+    critic: QNetwork, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
 ) -> chex.Array:
     """The critic's last hidden layer for each sampled joint action of the others.
 
@@ -68,23 +72,20 @@ def critic_hidden_samples(
     Returns:
       ``[..., N, K, H]``; ``critic.output`` of its mean over K is Q^_i(s, .) over every own action.
     """
-    encoded = critic.apply(params, features, method=QCritic.encode)  # [..., N, H_j], shared by the K samples
-    embedded = critic.apply(params, joint_samples, method=QCritic.embed_others)  # [..., K, N, H_j]
-    embedded = jnp.swapaxes(embedded, -3, -2)  # [..., N, K, H_j]
-    return critic.apply(params, encoded[..., None, :], embedded, method=QCritic.hidden_features)
+    return critic.apply(params, features, joint_samples, method="hidden_samples")
 
 
 def q_head_samples(
-    critic: QCritic, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
+    critic: QNetwork, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
 ) -> chex.Array:
     """Critic values over every own action for each sampled joint action: ``[..., N, K, A]`` (inputs as
     in ``critic_hidden_samples``). Its mean over K is Q^_i(s, .) at the cost of K passes, not K*A."""
     hidden = critic_hidden_samples(critic, params, features, joint_samples)
-    return critic.apply(params, hidden, method=QCritic.output)
+    return critic.apply(params, hidden, method="output")
 
 
 def marginal_q_head(
-    critic: QCritic,
+    critic: QNetwork,
     params: chex.ArrayTree,
     features: chex.Array,
     joint_samples: chex.Array,
@@ -97,13 +98,20 @@ def marginal_q_head(
     hidden layer instead of K times.
     """
     hidden = critic_hidden_samples(critic, params, features, joint_samples)  # [..., N, K, H]
-    q_hat = critic.apply(params, hidden.mean(axis=-2), method=QCritic.output)
+    q_hat = critic.apply(params, hidden.mean(axis=-2), method="output")
     if own_actions is None:
         return q_hat, None
-    per_sample = critic.apply(params, hidden, own_actions, method=QCritic.output_at)  # [..., N, K]
-    return q_hat, per_sample.var(axis=-1)
+    per_sample = critic.apply(params, hidden, own_actions, method="output_at")  # [..., N, K]
+    return q_hat, sample_variance(per_sample, axis=-1)
+
+
+def sample_variance(per_sample: chex.Array, axis: int) -> chex.Array:
+    """Unbiased (ddof = 1) variance over the K samples on ``axis``; 0 for K = 1, where it is undefined (one
+    sample has no spread to measure, and a NaN would read as a diverged run)."""
+    k = per_sample.shape[axis]
+    return per_sample.var(axis=axis, ddof=min(1, k - 1))
 
 
 def marginal_q(per_sample: chex.Array) -> tuple[chex.Array, chex.Array]:
-    """``[..., N, K, A]`` -> (Q^ over own actions ``[..., N, A]``, variance over K ``[..., N, A]``)."""
-    return per_sample.mean(axis=-2), per_sample.var(axis=-2)
+    """``[..., N, K, A]`` -> (Q^ over own actions ``[..., N, A]``, unbiased variance over K ``[..., N, A]``)."""
+    return per_sample.mean(axis=-2), sample_variance(per_sample, axis=-2)

@@ -23,7 +23,9 @@ from perla_jax.config import Config
 from perla_jax.envs.registry import env_family
 
 # JaxMARL's baselines compute GAE with (1 - done) on every episode end, the time limit's included: "terminal".
-PPO = dict(update_epochs=4, num_minibatches=4, gamma=0.99, gae_lambda=0.95, anneal_lr=True, time_limit="terminal")
+# JaxMARL's critics end in an orthogonally initialised layer of scale 1.0 (ours start at 0.01 by default).
+PPO = dict(update_epochs=4, num_minibatches=4, gamma=0.99, gae_lambda=0.95, anneal_lr=True, time_limit="terminal",
+           critic_out_scale=1.0)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "jaxmarl": {
         "mpe": dict(PPO, actor_lr=2.5e-4, critic_lr=2.5e-4, num_envs=16, num_steps=128, total_timesteps=10_000_000,

@@ -18,7 +18,7 @@ from flax.training.train_state import TrainState
 from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics import Critic, make_critic
-from perla_jax.diagnostics import gradient_spread, per_env_policy_gradients
+from perla_jax.diagnostics import explained_variance, policy_gradient_spread
 from perla_jax.envs.base import MultiAgentEnv
 from perla_jax.envs.registry import make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
@@ -178,8 +178,7 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             first=traj.first,
         )
         # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
-        grads = per_env_policy_gradients(agents, state.actor.params, traj, est.advantages, state.actor_hidden)
-        pg_var, pg_snr = gradient_spread(grads)
+        pg_var, pg_snr = policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_hidden)
         starts = SequenceStarts(actor=state.actor_hidden, critic=state.critic_hidden) if agents.recurrent else None
         nets, stats = jax.lax.scan(
             lambda n, k: epoch(n, k, batch, starts),
@@ -207,7 +206,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
 def _update_metrics(
     env: MultiAgentEnv, traj: Trajectory, est: CriticEstimates, stats: dict[str, chex.Array], env_steps: chex.Array
 ) -> dict[str, chex.Array]:
-    """One update's scalars: the epochs' mean losses and the rollout's episode statistics."""
+    """One update's scalars: the epochs' mean losses, the rollout's episode statistics and how well the critic's
+    rollout-time predictions explain its regression targets."""
     ended = (traj.terminated | traj.truncated).astype(jnp.float32)
     num_ended = ended.sum()
     metrics = {name: v.mean() for name, v in stats.items()}
@@ -220,5 +220,7 @@ def _update_metrics(
         # Fraction of the episodes that ended in this rollout that were won; NaN without wins (MPE).
         win_rate=traj.won.sum() / num_ended if env.reports_wins else jnp.float32(jnp.nan),
         others_share=est.others_share,
+        # Before the epochs fit them: the critic's own predictions against the targets it is about to regress on.
+        critic_ev=explained_variance(est.targets, est.old_predictions),
     )
     return metrics

@@ -13,7 +13,8 @@ from typing import Any
 import chex
 from flax.training.train_state import TrainState
 
-# What train_step returns per update, in this order (metrics.csv columns after seed and update).
+# What train_step returns per update, in this order (metrics.csv columns after seed and update). New metrics go
+# at the end, so older files' columns keep their places; reading a file without one gives NaN for it.
 METRICS = (
     "env_steps",
     "return",
@@ -28,6 +29,7 @@ METRICS = (
     "pg_var",
     "pg_snr",
     "others_share",
+    "critic_ev",  # explained variance of the critic's targets by its rollout-time predictions (diagnostics.py)
 )
 
 

@@ -31,6 +31,8 @@ from perla_jax.config import (
     ADVANTAGES,
     ALGOS,
     CRITIC_ACTION_LAYERS,
+    CRITIC_ARCHS,
+    CRITIC_POOLS,
     CRITIC_TARGETS,
     MAX_INT,
     MAX_SEED,
@@ -134,6 +136,12 @@ STRATEGIES: dict[str, st.SearchStrategy] = {
     "actor_hidden": SIZES,
     "critic_hidden": SIZES,
     "critic_action_layer": _choice(CRITIC_ACTION_LAYERS),
+    "critic_arch": _choice(("",) + CRITIC_ARCHS),
+    "critic_rank": _int(1, 32),
+    "critic_others_scale": _float(0.0, 2.0),
+    "critic_state_path": _bool(),
+    "critic_pool": _choice(CRITIC_POOLS),
+    "critic_out_scale": _float(0.0, 2.0),
     "critic_target": _choice(CRITIC_TARGETS),
     "activation": _choice(ACTIVATIONS),
     "network": _choice(("",) + NETWORKS),
@@ -212,6 +220,10 @@ def tiny_values(draw) -> dict:
         actor_hidden=tuple(draw(st.lists(width, min_size=1, max_size=3))),
         critic_hidden=tuple(draw(st.lists(width, min_size=1, max_size=3))),
         critic_action_layer=draw(st.sampled_from(CRITIC_ACTION_LAYERS)),
+        critic_rank=draw(st.integers(1, 4)),
+        critic_pool=draw(st.sampled_from(CRITIC_POOLS)),
+        critic_others_scale=draw(st.sampled_from([0.0, 0.5])),
+        critic_out_scale=draw(st.sampled_from([0.01, 1.0])),
         critic_target=draw(st.sampled_from(CRITIC_TARGETS)),
         activation=draw(st.sampled_from(ACTIVATIONS)),
         network=draw(st.sampled_from(("", "ff", "rnn", "rnn"))),
@@ -220,8 +232,10 @@ def tiny_values(draw) -> dict:
         num_seeds=draw(st.integers(1, 2)),
         seed=draw(st.one_of(st.integers(0, 100), st.just(MAX_SEED))),
     )
-    for name in ("anneal_lr", "actor_agent_id", "share_actor"):
+    for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path"):
         values[name] = draw(st.booleans())
+    if values["algo"] in ("perla_mappo", "perla_ippo"):  # a V-critic refuses any architecture
+        values["critic_arch"] = draw(st.sampled_from(("",) + CRITIC_ARCHS))
     # Valid hyperparameters, edges included; out-of-range ones are property 1's.
     for name, low, high in [
         ("actor_lr", 1e-6, 1.0), ("critic_lr", 1e-6, 1.0), ("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0),
@@ -359,5 +373,6 @@ def test_cli_default_is_the_config_default(name):
     """Unset options give Config's defaults (a parsed default, e.g. the hidden sizes' "64,64", included); the
     fields whose empty default the env family resolves stay empty on the command line."""
     args = PARSER.parse_args([])
-    resolved_by_family = name in ("network", "time_limit") and getattr(args, name) == ""
+    # network and time_limit: the env family resolves them; critic_arch: the algorithm's critic
+    resolved_by_family = name in ("network", "time_limit", "critic_arch") and getattr(args, name) == ""
     assert getattr(args, name) == getattr(Config(), name) or resolved_by_family

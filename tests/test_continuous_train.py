@@ -77,8 +77,8 @@ def test_algorithms_train_on_continuous_actions(toy, algo):
     # Entropy of the initial unit-variance Gaussians, real dims only: 1 (agent a) and 2 (agent b), mean 1.5.
     np.testing.assert_allclose(metrics["entropy"][0], 1.5 * 0.5 * np.log(2 * np.pi * np.e), rtol=1e-3)
     assert state.obs.shape == (2, 2, 3)
-    if algo.startswith("perla"):
-        assert float(metrics["critic_sample_var"][0]) > 0.0
+    if algo.startswith("perla"):  # the others' part starts at zero, so the spread over K shows once it has trained
+        assert float(metrics["critic_sample_var"][0]) == 0.0 and float(metrics["critic_sample_var"][1]) > 0.0
     again = run(jax.random.PRNGKey(0))[1]
     np.testing.assert_array_equal(metrics["critic_loss"], again["critic_loss"])  # deterministic
 
@@ -130,12 +130,15 @@ def test_greedy_evaluation_of_a_zero_policy_matches_the_closed_form(toy):
     assert abs(float(episodes.team_return.mean()) - 5 * (-1 / 12 - 0.08)) < 4 * sd
 
 
-def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_input(toy):
+@pytest.mark.parametrize("arch, others_weights", [("mlp", "action_kernel"), ("factored", "phi_out")])
+def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_input(toy, arch, others_weights):
     """old_predictions (used for value clipping) is the prediction the critic loss regresses, at the same
-    parameters; with the action weights zeroed Q(s, a_i, a_-i) = Q^ = V^ exactly, so the control variate c is 0 and
-    perla_cv1's advantage is td's."""
-    # The marginal target: its prediction goes through the stored K samples, the part this test checks.
-    cfg = Config(algo="perla_mappo", advantage="perla_cv1", critic_target="marginal", **TINY)
+    parameters; with the weights that carry the others' actions zeroed Q(s, a_i, a_-i) = Q^ exactly, so the control
+    variate c is 0 and perla_cv1's advantage is td's."""
+    # The marginal target: its prediction goes through the stored K samples, the part this test checks. The
+    # factored critic's others' part starts at zero by default; a nonzero start makes the first check not vacuous.
+    cfg = Config(algo="perla_mappo", advantage="perla_cv1", critic_target="marginal", critic_arch=arch,
+                 critic_others_scale=1.0, **TINY)
     td_critic = make_trainer(cfg.replace(advantage="td"), toy).critic
     trainer = make_trainer(cfg, toy)
     agents, critic = trainer.agents, trainer.critic
@@ -144,7 +147,7 @@ def test_estimates_match_the_critic_loss_prediction_and_vanish_without_action_in
     def run(key, action_scale):
         state = trainer.init(key)
         params = jax.tree_util.tree_map_with_path(
-            lambda p, x: x * action_scale if "action_kernel" in jax.tree_util.keystr(p) else x, state.critic.params
+            lambda p, x: x * action_scale if others_weights in jax.tree_util.keystr(p) else x, state.critic.params
         )
         _, _, traj, *_ = rollout(toy, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps)
         est = critic.estimate(state.actor.params, params, traj, key)
@@ -174,5 +177,5 @@ def test_mabrax_ant_trains_a_few_updates(algo):
     for name in ("return", "actor_loss", "critic_loss", "entropy", "critic_sample_var"):
         assert np.isfinite(np.asarray(metrics[name])).all(), name
     np.testing.assert_array_equal(metrics["episode_length"], 4.0)  # two 4-step episodes per env and update
-    assert (float(metrics["critic_sample_var"][0]) > 0.0) == (algo == "perla_mappo")
+    assert (float(metrics["critic_sample_var"][1]) > 0.0) == (algo == "perla_mappo")  # [0]: the others' part is 0
     assert state.obs.shape == (2, 4, 18) and int(state.update) == 2

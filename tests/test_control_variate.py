@@ -1,6 +1,7 @@
 """The control-variate advantage (``perla_cv``, ``perla_cv1``) on an enumerated one-step game: c has zero mean
 whatever the critic, the policy gradient stays unbiased, and its variance falls with K where the others' actions
-matter. Exact answers come from enumerating the 27 joint actions of 3 agents with 3 actions each."""
+matter. Exact answers come from enumerating the 27 joint actions of 3 agents with 3 actions each. Last, the
+others_share metric of the credit game's exact critic against its closed form (``credit_others_share``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 
 from perla_jax import ADVANTAGE_ESTIMATORS, marginalise, sample_joint_actions
-from perla_jax.advantages import MarginalValues, TDLambda, others_share
+from perla_jax.advantages import (
+    MarginalValues, TDLambda, expected_value, others_share, take_action
+)
+from perla_jax.envs.credit import credit_others_share
 
 N, A, NOISE, REPS = 3, 3, 1.0, 20_000
 RNG = np.random.default_rng(0)
@@ -171,3 +175,72 @@ def test_others_share_matches_the_closed_form(batches, critic, k):
     expected = others_covariance(PAYOFF, table) ** 2 / ((1 + 1 / k) * others_covariance(table, table) * var_delta)
     share = _others_share(batches(critic, k), v)
     assert abs(share - expected) < 0.1 * expected + 0.005, (share, expected)  # 20,000 replicates
+
+
+CREDIT_ACTIONS, CREDIT_CONTEXTS, CREDIT_EPISODES = 3, 4, 20_000
+
+
+def credit_q(context: jax.Array, joint: jax.Array) -> jax.Array:
+    """The credit game's exact critic (``perla_jax/envs/credit.py``): Q(s, a) = mean_j [a_j == c_j mod A]."""
+    return jnp.mean((joint == context % CREDIT_ACTIONS).astype(jnp.float32))
+
+
+def credit_episode(key, logits: jax.Array, k: int, noise: float):
+    """One one-step episode as the trainer sees it, every output ``[N]``: (q_taken, v_now, q_joint, reward).
+    Q^_i over every own action and V^_i = sum_b pi_i(b) Q^_i(s, b) average the same K samples, as in the critics."""
+    n = logits.shape[0]
+    policy = distrax.Categorical(logits=logits)  # context-independent: the same policy in every context
+    k_context, k_act, k_samples, k_noise = jax.random.split(key, 4)
+    context = jax.random.randint(k_context, (n,), 0, CREDIT_CONTEXTS)
+    action = policy.sample(seed=k_act)
+    samples = sample_joint_actions(k_samples, policy, k)  # [K, N]
+    q_fn = lambda i, joint: credit_q(context, joint)
+    own = jnp.arange(CREDIT_ACTIONS)
+    q_hat = jax.vmap(lambda b: marginalise(q_fn, jnp.full((n,), b), samples), out_axes=-1)(own)  # [N, A]
+    q_joint = credit_q(context, action)
+    reward = q_joint + noise * jax.random.normal(k_noise)
+    return take_action(q_hat, action), expected_value(q_hat, policy.probs), jnp.full((n,), q_joint), reward
+
+
+def credit_values(logits: jax.Array, k: int, noise: float) -> tuple[MarginalValues, TDLambda]:
+    """CREDIT_EPISODES one-step episodes as one rollout ``[T=1, E, N]``; every step terminates, so V^(s') is unused."""
+    keys = jax.random.split(jax.random.PRNGKey(k), CREDIT_EPISODES)
+    q_taken, v_now, q_joint, reward = jax.lax.map(lambda key: credit_episode(key, logits, k, noise), keys,
+                                                  batch_size=1000)  # chunks bound the [K, N, N] per-sample memory
+    ends = jnp.ones((1, CREDIT_EPISODES), bool)
+    values = MarginalValues(q_taken=q_taken[None], v_now=v_now[None], v_final=jnp.zeros_like(v_now)[None],
+                            ended=ends, q_joint=q_joint[None])
+    td = TDLambda(rewards=jnp.broadcast_to(reward[:, None], q_taken.shape)[None], terminated=ends, ended=ends,
+                  gamma=0.99, lam=0.95)
+    return values, td
+
+
+@pytest.mark.parametrize("n, k, noise", [(2, 1, 0.0), (2, 16, 0.0), (8, 1, 0.0), (8, 16, 0.0), (32, 1, 0.0),
+                                         (32, 16, 0.0), (8, 4, 0.1)])
+def test_others_share_of_the_exact_credit_critic_matches_credit_others_share(n, k, noise):
+    """The credit game's exact Q, K joint samples from given context-independent categorical policies (random
+    logits per agent, so p_j = pi_j(c_j mod A) varies with agent and context), through ``others_share`` as the
+    trainer calls it. v is p(1-p) averaged over agents and uniform contexts. Tolerance: for n pairs the squared
+    correlation's standard error is about 2 rho (1 - rho^2) / sqrt(n) (normal theory); counting episodes, not
+    agent-steps, as the n = 20,000 pairs is conservative (measured over 5 batches, 2026-12-03: at most 0.0032 at
+    N = 2, K = 16, where this gives 0.0049). Four of those."""
+    logits = jax.random.normal(jax.random.PRNGKey(100 + n), (n, CREDIT_ACTIONS))
+    values, td = credit_values(logits, k, noise)
+    p = np.asarray(jax.nn.softmax(logits))[:, np.arange(CREDIT_CONTEXTS) % CREDIT_ACTIONS]  # [N, C]
+    expected = credit_others_share(n, k, success_probability(float(np.mean(p * (1 - p)))), noise)
+    rho = np.sqrt(expected)
+    tolerance = 4 * 2 * rho * (1 - rho**2) / np.sqrt(CREDIT_EPISODES)
+    share = float(others_share(values, td))
+    assert abs(share - expected) < tolerance, (share, expected, tolerance)
+
+
+def success_probability(v: float) -> float:
+    """The p <= 1/2 with p (1 - p) = v: the closed form takes every agent's success probability, and with reward
+    noise the share depends on v alone."""
+    return (1.0 - np.sqrt(1.0 - 4.0 * v)) / 2.0
+
+
+def test_credit_others_share_closed_form():
+    assert credit_others_share(1, 4, 0.3) == 0.0  # no others
+    # Noise of scale sigma adds N^2 sigma^2 to the denominator: 2 (1 + 1/2) 0.2 / (0.6 + 0.2 + 9 0.01) at v = 0.2
+    assert credit_others_share(3, 2, success_probability(0.2), 0.1) == pytest.approx(0.6 / 0.89)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from perla_jax import Config, make_env, marginal_q, marginal_q_head, marginalise, q_head_samples, sample_joint_actions
+from perla_jax.marginalisation import sample_variance
 from perla_jax.agents import Agents
 from perla_jax.critics import make_critic
 from perla_jax.networks.discrete import others_one_hot
@@ -164,7 +165,7 @@ def test_critic_head_marginal_equals_generic_marginalise(action_layer):
     to the mean) agrees with marginalise() over the critic's plain MLP definition, for each own action;
     and the cheap variance at the taken actions equals the per-sample variance."""
     cfg = Config(algo="perla_mappo", k=6, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1,
-                 critic_hidden=(8, 6, 4), critic_action_layer=action_layer)
+                 critic_hidden=(8, 6, 4), critic_action_layer=action_layer, critic_arch="mlp")
     env = make_env(cfg.env)
     critic = make_critic(cfg, env, Agents.build(cfg, env))
     params = critic.init(jax.random.PRNGKey(5))
@@ -206,3 +207,9 @@ def test_sampler_never_draws_zero_probability_actions():
     assert set(np.unique(s[:, 0])) == {1, 3} and set(np.unique(s[:, 1])) == {0, 4}
     np.testing.assert_allclose((s[:, 0] == 3).mean(), 0.7, atol=0.01)
     np.testing.assert_allclose((s[:, 1] == 4).mean(), 0.5, atol=0.01)
+
+
+def test_sample_variance_is_unbiased_and_zero_for_one_sample():
+    x = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    np.testing.assert_allclose(sample_variance(x, axis=-1), [5.0 / 3.0], rtol=1e-6)  # sum of squares 5 over K-1 = 3
+    np.testing.assert_array_equal(sample_variance(x[:, :1], axis=-1), [0.0])

@@ -66,7 +66,9 @@ def test_run_cli_applies_the_preset_under_explicit_options(tmp_path):
     args = parser.parse_args(argv)
     given = vars(run.build_parser(config_defaults=False).parse_args(argv))
     cfg = run.config_from_args(args, given)
-    # MPE's preset is our default but for the budget and JaxMARL's no-bootstrap time limit
-    assert cfg == Config(num_envs=4, total_timesteps=10_000_000, time_limit="terminal")
+    # MPE's preset is our default but for the budget, JaxMARL's no-bootstrap time limit and its critic (learning
+    # rate 2.5e-4, output layer at scale 1)
+    assert cfg == Config(num_envs=4, total_timesteps=10_000_000, time_limit="terminal", critic_lr=2.5e-4,
+                         critic_out_scale=1.0)
     with pytest.raises(SystemExit):
         run.main(["--resume", str(tmp_path), "--preset", "jaxmarl"])

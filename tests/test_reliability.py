@@ -52,12 +52,16 @@ def test_find_divergences_names_seed_update_and_quantity():
 
 
 def test_frozen_rows_are_marked_and_state_restored():
+    # Seed 1 diverged at update 12 of the chunk 11-13 and goes back to its state after update 10: its update 11
+    # was not kept either. Seed 0 froze in an earlier chunk; seed 2 diverges only in a later one.
+    mask = divergence.diverged_mask({0: 5, 1: 12, 2: 14}, num_seeds=4, first_update=11, n=3)
+    np.testing.assert_array_equal(mask, [[True] * 3, [True] * 3, [False] * 3, [False] * 3])
     mask = divergence.diverged_mask({1: 12}, num_seeds=2, first_update=11, n=3)
-    np.testing.assert_array_equal(mask, [[False, False, False], [False, True, True]])
     metrics = {"env_steps": np.array([[10, 20, 30], [10, 10, 10]]), "actor_loss": np.ones((2, 3))}
     marked = divergence.mark_frozen(metrics, mask, first_update=11, batch_size=10)
-    np.testing.assert_array_equal(marked["env_steps"], [[10, 20, 30], [10, 120, 130]])
+    np.testing.assert_array_equal(marked["env_steps"], [[10, 20, 30], [110, 120, 130]])
     np.testing.assert_array_equal(np.isnan(marked["actor_loss"]), mask)
+    np.testing.assert_array_equal(marked["diverged"], mask)
     new, old = {"w": jnp.zeros((3, 2))}, {"w": jnp.ones((3, 2))}
     np.testing.assert_array_equal(divergence.freeze(new, old, [2])["w"], [[0, 0], [0, 0], [1, 1]])
 
@@ -138,6 +142,29 @@ def test_divergence_freeze_goes_on_with_the_other_seeds(clean_run, tmp_path, mon
     manager.close()
     assert meta["diverged_seeds"] == {str(POISON_SEED): POISON_AT}
     assert all(np.isfinite(np.asarray(x)[POISON_SEED]).all() for x in jax.tree.leaves(last))
+
+
+def test_freeze_mid_run_marks_the_whole_chunk_and_reports_once(clean_run, tmp_path, monkeypatch, capsys):
+    """Chunks of 2 updates: seed POISON_SEED's parameters turn NaN at the end of the first chunk (update 2), so it
+    goes back to its initial state, and its update 1 (trained, then discarded) must not be written as trained.
+    Frozen, it re-diverges in every later chunk; it is reported once."""
+    monkeypatch.setattr(run_cli, "_programs", _poisoned_programs(run_cli._programs))
+    out = tmp_path / "run"
+    run_cli.main([*TINY, "--chunk-size", "2", "--out", str(out), "--on-divergence", "freeze"])
+    err = capsys.readouterr().err
+    assert err.count(f"seed {POISON_SEED} diverged") == 1, err
+    assert f"seed {POISON_SEED} frozen at its state after update 0" in err
+    rows = recording.read_metrics(out / recording.METRICS_FILE)
+    np.testing.assert_array_equal(rows["diverged"], [[0] * NUM_UPDATES, [1] * NUM_UPDATES])
+    for name in divergence.WATCHED_METRICS:
+        assert np.isnan(rows[name][POISON_SEED]).all(), name
+        np.testing.assert_allclose(rows[name][0], clean_run[name][0], rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_array_equal(rows["env_steps"], clean_run["env_steps"])
+    cfg = recording.read_config(out)
+    init = run_cli._programs(json.dumps(cfg.to_dict(), sort_keys=True), 2)[0]
+    initial = init(jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)).actor.params
+    for a, b in zip(jax.tree.leaves(_actor_params(out, NUM_UPDATES)), jax.tree.leaves(initial)):
+        np.testing.assert_array_equal(np.asarray(a)[POISON_SEED], np.asarray(b)[POISON_SEED])
 
 
 def test_plain_progress_lines_when_not_on_a_terminal():

@@ -81,8 +81,11 @@ def test_world_state_is_smax_world_state(perla_run):
     np.testing.assert_array_equal(np.asarray(traj.final_avail)[:-1][same], np.asarray(traj.avail)[1:][same])
     # The observations are not the state: SMAX's state is not the concatenated observations.
     assert env.state_dim != env.num_agents * env.obs_dim
+    # The factored critic's input: each agent's own observation and id, then the world state.
     features = trainer.critic.inputs.features(traj.obs, traj.state)
-    assert features.shape == (T, E, env.num_agents, env.state_dim + env.num_agents)
+    assert features.shape == (T, E, env.num_agents, env.obs_dim + env.num_agents + env.state_dim)
+    np.testing.assert_array_equal(features[..., -env.state_dim:], np.broadcast_to(
+        np.asarray(traj.state)[:, :, None], features[..., -env.state_dim:].shape))
 
 
 # ---- action masks ------------------------------------------------------------------------------------

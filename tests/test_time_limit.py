@@ -93,9 +93,10 @@ def test_observe_feeds_the_time_left_to_every_critic_and_trains(algo):
     obs = jnp.ones((3, trainer.env.num_agents, trainer.env.obs_dim))
     state = jnp.concatenate([jnp.zeros((3, trainer.env.world_state_dim)), jnp.array([[0.2], [0.5], [0.9]])], -1)
     features = inputs.features(obs, state)
-    # centralised critics see the whole state (time left last), decentralised ones their observation then the
-    # time left (then, for IPPO, the agent id)
-    column = trainer.env.state_dim - 1 if cfg.centralised_critic else trainer.env.obs_dim
+    # the MLP critics of centralised algorithms see the whole state (time left last); decentralised ones, and every
+    # agent's own part in the factored critic, their observation then the time left (then the agent id)
+    factored = cfg.critic_arch == "factored"
+    column = trainer.env.state_dim - 1 if cfg.centralised_critic and not factored else trainer.env.obs_dim
     np.testing.assert_allclose(features[:, :, column], jnp.broadcast_to(state[:, -1:], (3, trainer.env.num_agents)))
     _, metrics = jax.jit(lambda s: trainer.run_updates(s, 2))(trainer.init(jax.random.PRNGKey(0)))
     for name in ("return", "critic_loss", "pg_var"):

@@ -1,6 +1,9 @@
 """A few updates of every algorithm: shapes, finite values, determinism; and one run that learns."""
 
+import types
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -8,6 +11,8 @@ from perla_jax import METRICS, Config, make_train, make_trainer
 from perla_jax.agents import Agents
 from perla_jax.critics import make_critic
 from perla_jax.rollout import rollout
+from perla_jax.train import _update_metrics
+from perla_jax.types import CriticEstimates
 
 TINY = dict(
     num_envs=4,
@@ -112,3 +117,20 @@ def test_critic_time_chunk_changes_memory_not_results():
                                                              jax.random.PRNGKey(3)))(traj))
     for name in ("advantages", "targets", "old_predictions", "sample_variance"):
         np.testing.assert_allclose(getattr(results[0], name), getattr(results[1], name), rtol=1e-5, atol=1e-6)
+
+
+def test_update_metrics_reports_the_critics_explained_variance():
+    """critic_ev is 1 - Var(targets - old_predictions) / Var(targets) over the whole [T, E, N] batch: residuals
+    (0, 0, 0, -2) against targets 1..4 give 1 - 0.75 / 1.25 = 0.4; constant targets give NaN."""
+    targets = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 1, 2)  # [T, E, N]
+    zeros = jnp.zeros_like(targets)
+    est = CriticEstimates(advantages=zeros, targets=targets, old_predictions=targets.at[1, 0, 1].set(6.0),
+                          joint_samples=None, sample_variance=zeros, others_share=jnp.float32(jnp.nan))
+    no_episode = jnp.zeros((2, 1), bool)
+    traj = types.SimpleNamespace(terminated=no_episode, truncated=no_episode, won=no_episode,
+                                 episode_return=jnp.zeros((2, 1)), episode_length=jnp.zeros((2, 1)))
+    env = types.SimpleNamespace(reports_wins=False)
+    metrics = _update_metrics(env, traj, est, {"critic_loss": jnp.ones(2)}, env_steps=jnp.array(2))
+    assert float(metrics["critic_ev"]) == pytest.approx(0.4)
+    flat = est.replace(targets=jnp.ones_like(targets))
+    assert np.isnan(float(_update_metrics(env, traj, flat, {}, env_steps=jnp.array(2))["critic_ev"]))

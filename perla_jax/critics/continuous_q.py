@@ -19,12 +19,14 @@ from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics.base import td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
+from perla_jax.marginalisation import sample_variance
 from perla_jax.networks.continuous import ContinuousQNetwork
+from perla_jax.networks.factored import FactoredContinuousQ
 from perla_jax.types import Batch, CriticEstimates, Trajectory
 
 
 def marginal_q_samples(
-    critic: ContinuousQNetwork,
+    critic: ContinuousQNetwork | FactoredContinuousQ,
     params: chex.ArrayTree,
     features: chex.Array,
     joint_samples: chex.Array,
@@ -37,30 +39,31 @@ def marginal_q_samples(
       joint_samples: ``[..., K, N, A]`` joint actions; agent i's own slot is replaced by its own action.
       own_actions: ``[..., N, M, A]`` M own actions per agent.
     """
-    encoded = critic.apply(params, features, method=ContinuousQNetwork.encode)  # [..., N, H]
-    rows = critic.apply(params, joint_samples, method=ContinuousQNetwork.action_rows)  # [..., K, N, H]
-    others = jnp.swapaxes(rows.sum(axis=-2, keepdims=True) - rows, -3, -2)  # [..., N, K, H] slot i removed
-    own = critic.apply(params, jnp.swapaxes(own_actions, -3, -2), method=ContinuousQNetwork.action_rows)
-    own = jnp.swapaxes(own, -3, -2)  # [..., N, M, H]: agent i's action through slot i's block
-    pre = encoded[..., :, None, None, :] + own[..., :, :, None, :] + others[..., :, None, :, :]
-    return critic.apply(params, pre, method=ContinuousQNetwork.head)
+    return critic.apply(params, features, joint_samples, own_actions, method="q_samples")
 
 
 @dataclasses.dataclass(frozen=True)
 class ContinuousQCritic:
     cfg: Config
-    network: ContinuousQNetwork
+    network: ContinuousQNetwork | FactoredContinuousQ
     inputs: CriticInputs
     agents: Agents  # the policies the K joint samples and M own samples come from
 
     @classmethod
     def build(cls, cfg: Config, inputs: CriticInputs, head_hidden: tuple[int, ...], agents: Agents) -> "ContinuousQCritic":
-        network = ContinuousQNetwork(agents.num_agents, agents.head.module.action_dim, head_hidden, cfg.activation)
+        n, a = agents.num_agents, agents.head.module.action_dim
+        if cfg.critic_arch == "factored":
+            network = FactoredContinuousQ(
+                n, a, head_hidden, cfg.activation, inputs.head_agent_dim, cfg.critic_rank, cfg.critic_others_scale,
+                cfg.critic_out_scale, cfg.critic_state_path, cfg.critic_pool,
+            )
+        else:
+            network = ContinuousQNetwork(n, a, head_hidden, cfg.activation, cfg.critic_out_scale)
         return cls(cfg, network, inputs, agents)
 
     def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
         n, a = self.network.num_agents, self.network.action_dim
-        return self.inputs.init(key, lambda k, x: self.network.init(k, x, jnp.zeros((n, n, a))))
+        return self.inputs.init(key, lambda k, x: self.network.init(k, x, jnp.zeros((n, a))))
 
     def sample_own(self, key: chex.PRNGKey, policy) -> chex.Array:
         """M own actions per agent ``[..., N, M, A]`` (M = ``cfg.own_action_samples``)."""
@@ -108,7 +111,7 @@ class ContinuousQCritic:
             targets=returns,
             old_predictions=q_joint if joint else q_taken,
             joint_samples=None if joint else samples_both[:t],
-            sample_variance=per_sample[:t, ..., 0, :].var(axis=-1),
+            sample_variance=sample_variance(per_sample[:t, ..., 0, :], axis=-1),
             others_share=others_share(values, td),
         )
 

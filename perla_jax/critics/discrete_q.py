@@ -16,21 +16,30 @@ from perla_jax.critics.base import or_default, rollout_lead, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.marginalisation import marginal_q_head
 from perla_jax.networks.discrete import QCritic
+from perla_jax.networks.factored import FactoredQCritic
 from perla_jax.types import Batch, CriticEstimates, Trajectory
 
 
 @dataclasses.dataclass(frozen=True)
 class DiscreteQCritic:
     cfg: Config
-    network: QCritic
+    network: QCritic | FactoredQCritic
     inputs: CriticInputs
     agents: Agents  # the policies the K joint samples come from
 
     @classmethod
     def build(cls, cfg: Config, inputs: CriticInputs, head_hidden: tuple[int, ...], agents: Agents) -> "DiscreteQCritic":
-        action_layer = 0 if cfg.critic_action_layer == "first" else len(head_hidden) - 1
         num_actions = agents.head.module.num_actions
-        network = QCritic(agents.num_agents, num_actions, head_hidden, cfg.activation, action_layer)
+        if cfg.critic_arch == "factored":
+            network = FactoredQCritic(
+                agents.num_agents, num_actions, head_hidden, cfg.activation, inputs.head_agent_dim, cfg.critic_rank,
+                cfg.critic_others_scale, cfg.critic_out_scale, cfg.critic_state_path, cfg.critic_pool,
+            )
+        else:
+            action_layer = 0 if cfg.critic_action_layer == "first" else len(head_hidden) - 1
+            network = QCritic(
+                agents.num_agents, num_actions, head_hidden, cfg.activation, action_layer, cfg.critic_out_scale
+            )
         return cls(cfg, network, inputs, agents)
 
     def init(self, key: chex.PRNGKey) -> chex.ArrayTree:

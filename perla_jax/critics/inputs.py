@@ -29,20 +29,47 @@ class CriticInputs:
     state_dim: int
     torso: GRUTorso | None = None
     observes_time: bool = False  # the state's last entry is the time left (envs.base, time_limit="observe")
+    factored: bool = False  # per-agent own parts first (networks.factored), see ``features``
 
     @property
     def recurrent(self) -> bool:
         return self.torso is not None
 
     def features(self, obs: chex.Array, state: chex.Array) -> chex.Array:
-        """Observations ``[..., N, O]`` and global state ``[..., S]`` -> per-agent critic input ``[..., N, F]``."""
-        if self.spec.centralised:
-            base = jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1]))
-        elif self.observes_time:  # a decentralised critic sees its observation and the time left
-            time_left = jnp.broadcast_to(state[..., None, -1:], (*obs.shape[:-1], 1))
-            base = jnp.concatenate([obs, time_left], axis=-1)
-        else:
-            base = obs
+        """Observations ``[..., N, O]`` and global state ``[..., S]`` -> per-agent critic input ``[..., N, F]``.
+
+        ``factored``: agent j's own part first (observation, time left, id; ``agent_dim`` wide), then the global
+        state for a centralised critic, so a factored network can encode each agent from its own part."""
+        if self.factored:
+            own = self._with_id(self._own_observation(obs, state), obs)
+            if not self.spec.centralised:
+                return own
+            return jnp.concatenate([own, self._broadcast_state(obs, state)], axis=-1)
+        base = self._broadcast_state(obs, state) if self.spec.centralised else self._own_observation(obs, state)
+        return self._with_id(base, obs)
+
+    @property
+    def agent_dim(self) -> int:
+        """Width of agent j's own part of ``features`` (factored layout)."""
+        return self.obs_dim + int(self.observes_time) + (self.num_agents if self.spec.agent_id_in_critic else 0)
+
+    @property
+    def head_agent_dim(self) -> int:
+        """Width of agent j's own part of the head's input: ``agent_dim``, or (recurrent) the whole GRU output,
+        which has mixed the state in already."""
+        return self.torso.width if self.recurrent else self.agent_dim
+
+    def _broadcast_state(self, obs: chex.Array, state: chex.Array) -> chex.Array:
+        return jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1]))
+
+    def _own_observation(self, obs: chex.Array, state: chex.Array) -> chex.Array:
+        if not self.observes_time:
+            return obs
+        # an agent's own part carries the time left, which a centralised critic otherwise reads in the state
+        time_left = jnp.broadcast_to(state[..., None, -1:], (*obs.shape[:-1], 1))
+        return jnp.concatenate([obs, time_left], axis=-1)
+
+    def _with_id(self, base: chex.Array, obs: chex.Array) -> chex.Array:
         if not self.spec.agent_id_in_critic:
             return base
         return jnp.concatenate([base, broadcast_ids(obs, self.num_agents)], axis=-1)

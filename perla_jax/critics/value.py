@@ -24,7 +24,7 @@ class ValueCritic:
     @classmethod
     def build(cls, cfg: Config, inputs: CriticInputs, head_hidden: tuple[int, ...], agents) -> "ValueCritic":
         del agents  # a value critic needs no policy
-        return cls(cfg, VCritic(head_hidden, cfg.activation), inputs)
+        return cls(cfg, VCritic(head_hidden, cfg.activation, cfg.critic_out_scale), inputs)
 
     def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
         return self.inputs.init(key, self.network.init)

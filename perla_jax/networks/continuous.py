@@ -90,13 +90,14 @@ class ContinuousQNetwork(nn.Module):
     action_dim: int
     hidden: Sequence[int]
     activation: str = "tanh"
+    out_scale: float = 1.0
 
     def setup(self):
         self.state_in = dense(self.hidden[0])
         shape = (self.num_agents * self.action_dim, self.hidden[0])
         self.action_kernel = self.param("action_kernel", orthogonal(np.sqrt(2)), shape)
         self.layers = [dense(h) for h in self.hidden[1:]]
-        self.out = dense(1, 1.0)
+        self.out = dense(1, self.out_scale)
 
     def __call__(self, features: chex.Array, joint: chex.Array) -> chex.Array:
         flat = joint.reshape(*joint.shape[:-2], -1)
@@ -109,6 +110,16 @@ class ContinuousQNetwork(nn.Module):
         """``[..., N, A]`` -> each agent slot's first-layer contribution ``[..., N, H]``."""
         kernel = self.action_kernel.reshape(self.num_agents, self.action_dim, -1)
         return jnp.einsum("...na,nah->...nh", actions, kernel)
+
+    def q_samples(self, features: chex.Array, joint_samples: chex.Array, own_actions: chex.Array) -> chex.Array:
+        """Q(s, a_i^(m), a_-i^(k)) ``[..., N, M, K]`` from ``features [..., N, F]``, ``joint_samples
+        [..., K, N, A]`` (agent i's own slot replaced by its own action) and ``own_actions [..., N, M, A]``: the
+        state part and every sampled action's first-layer rows are computed once."""
+        encoded = self.encode(features)  # [..., N, H]
+        rows = self.action_rows(joint_samples)  # [..., K, N, H]
+        others = jnp.swapaxes(rows.sum(axis=-2, keepdims=True) - rows, -3, -2)  # [..., N, K, H] slot i removed
+        own = jnp.swapaxes(self.action_rows(jnp.swapaxes(own_actions, -3, -2)), -3, -2)  # [..., N, M, H]
+        return self.head(encoded[..., :, None, None, :] + own[..., :, :, None, :] + others[..., :, None, :, :])
 
     def head(self, pre: chex.Array) -> chex.Array:
         act = ACTIVATIONS[self.activation]

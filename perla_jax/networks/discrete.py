@@ -46,6 +46,7 @@ class QCritic(nn.Module):
     hidden: Sequence[int]
     activation: str = "tanh"
     action_layer: int = 0
+    out_scale: float = 1.0
 
     def setup(self) -> None:
         j = self.action_layer
@@ -55,7 +56,7 @@ class QCritic(nn.Module):
             "action_in", orthogonal(np.sqrt(2)), (self.num_agents * self.num_actions, self.hidden[j])
         )
         self.post_layers = [dense(h) for h in self.hidden[j + 1 :]]
-        self.out = dense(self.num_actions, 1.0)
+        self.out = dense(self.num_actions, self.out_scale)
 
     def encode(self, features: chex.Array) -> chex.Array:
         """``[..., F]`` -> the state part of the fusion layer's pre-activation ``[..., H_j]``."""
@@ -79,6 +80,13 @@ class QCritic(nn.Module):
         for layer in self.post_layers:
             x = act(layer(x))
         return x
+
+    def hidden_samples(self, features: chex.Array, joint_samples: chex.Array) -> chex.Array:
+        """``features [..., N, F]``, ``joint_samples [..., K, N]`` -> last hidden layer ``[..., N, K, H_L]``; the
+        state part is encoded once and shared by the K samples (agent i ignores its own entry)."""
+        encoded = self.encode(features)  # [..., N, H_j]
+        embedded = jnp.swapaxes(self.embed_others(joint_samples), -3, -2)  # [..., N, K, H_j]
+        return self.hidden_features(encoded[..., None, :], embedded)
 
     def output(self, hidden: chex.Array) -> chex.Array:
         """Last hidden layer ``[..., H_L]`` -> Q over own actions ``[..., A]``."""

@@ -37,10 +37,11 @@ class VCritic(nn.Module):
 
     hidden: Sequence[int]
     activation: str = "tanh"
+    out_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
-        return MLP(self.hidden, 1, 1.0, self.activation)(x)[..., 0]
+        return MLP(self.hidden, 1, self.out_scale, self.activation)(x)[..., 0]
 
 
 def agent_ids(n: int) -> chex.Array:

@@ -1,9 +1,17 @@
 """The divergence guard: after each compiled chunk, the seeds whose parameters or losses became non-finite.
 
-A diverged seed is reported by seed, update and quantity. What happens next is the run's choice
-(``ON_DIVERGENCE``): ``stop`` the run (its checkpoint of the chunk is not written, so the newest checkpoint
-holds finite parameters), or ``freeze`` the diverged seeds at their last finite state while the others go on,
-their metrics.csv rows marked ``diverged`` from the first bad update on.
+A diverged seed is reported once, by seed, update and quantity (the first update of the chunk with a non-finite
+watched metric, else the chunk's last). What happens next is the run's choice (``ON_DIVERGENCE``):
+
+- ``stop`` the run: the chunk's rows are written (the diverged seed's marked, as below) but not its checkpoint,
+  so the newest checkpoint holds finite parameters (a resume drops the rows after it and trains them again).
+- ``freeze`` the diverged seeds while the others go on. States are known finite only at chunk boundaries, so a
+  frozen seed goes back to its state at the start of the chunk it diverged in and stays there: the updates of that
+  chunk before the divergence are discarded with the rest. Its metrics.csv rows from that chunk's first update on,
+  to the end of the run, are therefore written with ``diverged`` = 1 and every metric NaN; only ``env_steps``
+  goes on counting as if it trained, so every seed's rows share one x axis. Frozen seeds, ``{seed: update it
+  diverged at}``, are carried in the checkpoints, so a resumed run neither reports them again nor keeps their
+  updates (the compiled chunk still runs every seed; a frozen one's results are dropped each time).
 """
 
 from __future__ import annotations
@@ -80,16 +88,18 @@ def frozen_from_meta(meta: Mapping[str, Any]) -> dict[int, int]:
 
 
 def diverged_mask(frozen: Mapping[int, int], num_seeds: int, first_update: int, n: int) -> np.ndarray:
-    """``[S, n]`` bool: the updates of a chunk at or after each frozen seed's divergence (``{seed: update}``)."""
-    updates = first_update + np.arange(n)
+    """``[S, n]`` bool: the rows of a chunk of ``n`` updates from ``first_update`` that a frozen seed
+    (``{seed: update it diverged at}``) did not train. That is every row of every seed frozen by the chunk's end,
+    those before its divergence included: ``freeze`` takes it back to its state at the chunk's start."""
     mask = np.zeros((num_seeds, n), bool)
     for seed, update in frozen.items():
-        mask[seed] = updates >= update
+        mask[seed] = update < first_update + n
     return mask
 
 
 def freeze(state: Any, last_finite: Any, seeds: list[int]) -> Any:
-    """``state`` with the given seeds' entries (leading axis of every leaf) taken from ``last_finite``."""
+    """``state`` with the given seeds' entries (leading axis of every leaf) taken from ``last_finite``, the state
+    at the chunk's start."""
     if not seeds:
         return state
     num_seeds = jax.tree.leaves(state)[0].shape[0]
@@ -102,9 +112,16 @@ def freeze(state: Any, last_finite: Any, seeds: list[int]) -> Any:
     return jax.tree.map(pick, state, last_finite)
 
 
+def frozen_note(divergence: Divergence, first_update: int) -> str:
+    """What ``freeze`` does to a seed that diverged in the chunk from ``first_update``, said once, beside its report."""
+    return (f"seed {divergence.seed} frozen at its state after update {first_update - 1}; its metrics.csv rows "
+            f"from update {first_update} on are marked diverged, with NaN metrics")
+
+
 def mark_frozen(metrics: Mapping[str, np.ndarray], mask: np.ndarray, first_update: int, batch_size: int) -> dict:
-    """A chunk's metrics ``[S, n]`` with the cells of ``mask`` (frozen seeds, from their divergence on) set to
-    NaN, their ``env_steps`` counted as if training had gone on, and ``diverged`` = ``mask``."""
+    """A chunk's metrics ``[S, n]`` with the cells of ``mask`` (``diverged_mask``: frozen seeds, from the start
+    of the chunk they diverged in) set to NaN, their ``env_steps`` counted as if training had gone on, and
+    ``diverged`` = ``mask``."""
     out = {name: np.asarray(values) for name, values in metrics.items()}
     for name, values in out.items():
         if name == "env_steps":
