@@ -26,6 +26,7 @@ import time
 SECTION = "bench"
 START, END = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
 COLUMNS = ("algo", "K", "critic action layer", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
+DEFAULT_CRITIC_ARCH = "factored"  # perla_jax.config.DEFAULT_CRITIC_ARCH (the package is imported in the children only)
 RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env
 DEFAULTS = dict(ks=[1, 4, 16, 64], seeds=[1, 8, 32], updates=4, repeats=5)
 
@@ -139,14 +140,15 @@ def interleaved(specs: list[dict], rounds: int, options: dict | None = None) -> 
 
 
 def format_interleaved(rows: list[dict]) -> str:
-    lines = ["| algo | K | critic action layer | critic target | seeds | steps/s (median) | vs first row: median (min-max) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| algo | K | critic | critic action layer | critic target | seeds | steps/s (median) | "
+             "vs first row: median (min-max) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         perla = r["algo"].startswith("perla")
-        layer = r["base"].get("critic_action_layer", _default_layer()) if perla else "-"
+        arch = (r["base"].get("critic_arch") or DEFAULT_CRITIC_ARCH) if perla else "-"
+        layer = r["base"].get("critic_action_layer", _default_layer()) if perla and arch == "mlp" else "-"
         target = r["base"].get("critic_target", cfg_field(None, "critic_target")) if perla else "-"
         lines.append(
-            f"| {r['algo']} | {r['k'] if perla else '-'} | {layer} | {target} | {r['seeds']} | {r['median']:,.0f} | "
+            f"| {r['algo']} | {r['k'] if perla else '-'} | {arch} | {layer} | {target} | {r['seeds']} | {r['median']:,.0f} | "
             f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
         )
     return "\n".join(lines)
@@ -249,8 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
     p.add_argument("--jaxmarl-baseline", type=float, help="JaxMARL ippo_ff_mpe 1-seed steps/s on this machine")
     p.add_argument("--interleaved", type=int, metavar="ROUNDS",
-                   help="instead of the grid: mappo and perla_mappo K=16 (each action layer) at the first --seeds "
-                        "value, in one process, calls alternating for ROUNDS rounds (robust to machine load)")
+                   help="instead of the grid: mappo, then every other --algos row (PERLA: each --critic-archs, --ks, "
+                        "--critic-targets and, for mlp, --action-layers) at the first --seeds value, in one process, "
+                        "calls alternating for ROUNDS rounds (robust to machine load)")
+    p.add_argument("--critic-archs", nargs="+", default=["factored"], help="critic_arch values for perla_* rows of "
+                   "--interleaved (factored, mlp)")
+    p.add_argument("--section", default="bench-interleaved", help="marker name --interleaved --write replaces")
     p.add_argument("--one", help=argparse.SUPPRESS)  # child mode: JSON spec for measure()
     args = p.parse_args(argv)
     if args.one:
@@ -306,16 +312,29 @@ def grid_specs(args: argparse.Namespace) -> list[dict]:
     return specs
 
 
+def interleaved_specs(args: argparse.Namespace) -> list[dict]:
+    """mappo first (every row's reference), then each other algorithm of ``args.algos``; PERLA rows for every
+    critic architecture, K, critic target and (mlp critic only) action layer given, all at the first seed count."""
+    seeds, base = args.seeds[0], dict(args.config)
+    specs = [dict(algo="mappo", k=1, seeds=seeds, updates=args.updates, base=base)]
+    for algo in args.algos:
+        if algo == "mappo":
+            continue
+        if not algo.startswith("perla"):
+            specs.append(dict(algo=algo, k=1, seeds=seeds, updates=args.updates, base=base))
+            continue
+        for arch in args.critic_archs:
+            for layer in args.action_layers if arch == "mlp" else [None]:
+                for target in args.critic_targets:
+                    fields = {**base, "critic_arch": arch, "critic_target": target}
+                    fields.update({"critic_action_layer": layer} if layer else {})
+                    specs += [dict(algo=algo, k=k, seeds=seeds, updates=args.updates, base=fields) for k in args.ks]
+    return specs
+
+
 def _main_interleaved(args: argparse.Namespace, argv: list[str] | None) -> None:
-    seeds = args.seeds[0]
-    specs = [dict(algo="mappo", k=1, seeds=seeds, updates=args.updates, base=dict(args.config))] + [
-        dict(algo="perla_mappo", k=16, seeds=seeds, updates=args.updates,
-             base={**args.config, "critic_action_layer": layer, "critic_target": target})
-        for layer in args.action_layers
-        for target in args.critic_targets
-    ]
     load_before = os.getloadavg()
-    table = format_interleaved(interleaved(specs, args.interleaved))
+    table = format_interleaved(interleaved(interleaved_specs(args), args.interleaved))
     load_after = os.getloadavg()
     print(table)
     if args.write:
@@ -327,7 +346,7 @@ def _main_interleaved(args: argparse.Namespace, argv: list[str] | None) -> None:
         ])
         from perla_jax import recording
 
-        recording.write_marked_section(args.write, "bench-interleaved", body)
+        recording.write_marked_section(args.write, args.section, body)
 
 
 if __name__ == "__main__":

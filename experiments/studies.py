@@ -195,6 +195,17 @@ STUDIES: dict[str, Study] = {
             paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
         ),
         Study(
+            "critic-settings-credit32", "Credit-assignment game, N = 32: the critic settings (learning rate and output "
+            "scale for every algorithm; the factored critic's state path)",
+            common=dict(CREDIT, env_kwargs={"num_agents": 32}),
+            runs={"mappo": dict(algo="mappo"), "mappo legacy critic": dict(algo="mappo", **LEGACY_CRITIC),
+                  "ippo": dict(algo="ippo"), "ippo legacy critic": dict(algo="ippo", **LEGACY_CRITIC),
+                  "perla_mappo": dict(algo="perla_mappo"),
+                  "perla_mappo state path": dict(algo="perla_mappo", critic_state_path=True),
+                  "perla_mappo attention": dict(algo="perla_mappo", critic_pool="attention")},
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), threshold=0.9,
+        ),
+        Study(
             "critic-mpe", "MPE simple_spread (3 agents): today's critic defaults against those before the factored "
             "critic (critic lr 2.5e-4, output scale 1, MLP Q-critic with td)",
             common=dict(env="mpe", time_limit="bootstrap"), runs=CRITIC_DEFAULTS_MPE,

@@ -15,8 +15,11 @@ IQM with 95% stratified-bootstrap CIs (rliable), the paired difference from the 
 in a scaling study) with a 95% t-interval, rliable's probability of improvement over it with its 95%
 stratified-bootstrap CI, the final return where the score is another metric, where the study has a threshold the
 updates to reach it, the mean return over all updates (learning speed), the mean over updates and seeds of
-``pg_var``, ``pg_snr`` and ``others_share`` (the share of the TD errors' variance the others' actions explain),
-training steps/s of the median compiled chunk, and how many launches each run took.
+``pg_var`` and ``pg_snr`` (on the advantages the PPO loss uses), the critic's explained variance ``critic_ev`` and
+``others_share`` (the share of the TD errors' variance the others' actions explain) over the end of the learning
+phase (the ``LEARNING_END`` updates before the study's threshold; all updates without one) beside what the exact
+critic would give where it is known (the credit games), training steps/s of the median compiled chunk, and how
+many launches each run took.
 """
 
 from __future__ import annotations
@@ -140,14 +143,21 @@ def launch_record(folder: Path) -> tuple[list[float], int]:
     return timed, max(len(timed), interrupted + 1)
 
 
+LEARNING_END = 10  # updates before the threshold over which critic_ev and others_share are read
+
+
 def learning_phase(run: analysis.Run, threshold: float | None) -> np.ndarray:
-    """``[S, U]`` true at the updates before each seed's return first reaches ``threshold`` (every update where the
-    study has none): once every agent succeeds the critic's targets stop varying, and ratios of variances such as
-    critic_ev and others_share say nothing."""
+    """``[S, U]`` true at the last ``LEARNING_END`` updates before each seed's return first reaches ``threshold`` (the
+    run's last ones for a seed that never does); every update where the study has none. After the threshold every
+    agent nearly always succeeds, the critic's targets stop varying, and ratios of variances such as critic_ev and
+    others_share say nothing; at the start the critic has not learned yet."""
     returns = run.metrics["return"]
     if threshold is None:
         return np.ones(returns.shape, bool)
-    return ~np.maximum.accumulate(np.nan_to_num(returns, nan=-np.inf) >= threshold, axis=1)
+    reached = np.nan_to_num(returns, nan=-np.inf) >= threshold
+    end = np.where(reached.any(axis=1), reached.argmax(axis=1), returns.shape[1])  # [S] first update reaching it
+    updates = np.arange(returns.shape[1])
+    return (updates[None] < end[:, None]) & (updates[None] >= end[:, None] - LEARNING_END)
 
 
 def phase_mean_cell(run: analysis.Run, metric: str, phase: np.ndarray | None = None) -> str:
@@ -214,7 +224,8 @@ def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
         label: analysis.final_scores(run.metrics["return"]) for label, run in runs.items()}
     ci_rows = analysis.final_table(list(runs.values()), metric=study.score)
     reach = [f"updates to return >= {study.threshold:g} (seeds reaching)"] if study.threshold is not None else []
-    phase_name = f"updates below {study.threshold:g}" if study.threshold is not None else "all updates"
+    phase_name = (f"{LEARNING_END} updates before {study.threshold:g}" if study.threshold is not None
+                  else "all updates")
     scaled = ["final return x N (JaxMARL)"] if study.jaxmarl_return else []
     also_return = ["final return: mean"] if study.score != "return" else []
     header = ["run", f"final {study.score}: mean [95% CI]", "IQM [95% CI]", *scaled,
@@ -291,7 +302,8 @@ def signal_section(done: list[tuple[Study, dict[str, Path]]], budget: str) -> st
         for label, run in runs.items():
             if not run.cfg.uses_q_critic:
                 continue
-            twin = label.replace("perla_", "", 1)  # perla_mappo N=8 -> mappo N=8
+            # the V-critic twin at the same N: perla_mappo N=8 and perla_mappo mlp N=8 -> mappo N=8
+            twin = label.split(" ", 1)[0].replace("perla_", "", 1) + " N=" + label.rsplit(" N=", 1)[1]
             ratio = np.nanmean(run.metrics["pg_var"]) / np.nanmean(runs[twin].metrics["pg_var"])
             sample_var = np.nanmean(analysis.final_scores(run.metrics["critic_sample_var"]))
             rows.append(f"| {study.name} | {axis_value(run.cfg, 'num_agents')} | {label} | {share_cell(run)} "
@@ -329,7 +341,8 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         print(body, flush=True)
         bodies[study.name] = body
     if scaling:  # one section per budget: a table does not mix budgets
-        name = section_name("perla-signal", args.budget)
+        # one scaling study alone gets a section of its own, so it cannot replace a table drawn from several
+        name = section_name("perla-signal" if len(scaling) > 1 else f"perla-signal-{scaling[0][0].name}", args.budget)
         bodies[name] = signal_section(scaling, args.budget)
         print(bodies[name], flush=True)
         if args.write:

@@ -84,15 +84,31 @@ def test_interleaved_rates_and_ratios(bench):
     specs = [
         dict(algo="mappo", k=1, seeds=1, updates=1, base=TINY),
         dict(algo="perla_mappo", k=2, seeds=1, updates=1, base=dict(TINY, critic_action_layer="last",
-                                                                      critic_target="joint")),
+                                                                      critic_target="joint", critic_arch="mlp")),
+        dict(algo="perla_mappo", k=2, seeds=1, updates=1, base=dict(TINY, critic_target="joint")),
     ]
     rows = bench.interleaved(specs, rounds=2, options=FAST_COMPILE)
     assert rows[0]["ratio"] == rows[0]["ratio_min"] == rows[0]["ratio_max"] == 1.0
     assert all(r["median"] > 0 and r["ratio_min"] <= r["ratio"] <= r["ratio_max"] for r in rows)
     table = _parse_rows(bench.format_interleaved(rows))
-    assert [(r["algo"], r["K"], r["critic action layer"], r["critic target"]) for r in table] == [
-        ("mappo", "-", "-", "-"), ("perla_mappo", "2", "last", "joint")
+    assert [(r["algo"], r["K"], r["critic"], r["critic action layer"], r["critic target"]) for r in table] == [
+        ("mappo", "-", "-", "-", "-"), ("perla_mappo", "2", "mlp", "last", "joint"),
+        ("perla_mappo", "2", "factored", "-", "joint"),
     ]
+
+
+def test_interleaved_specs_put_mappo_first_and_cross_the_perla_options(bench):
+    import argparse
+
+    args = argparse.Namespace(seeds=[8, 1], algos=["mappo", "ippo", "perla_mappo"], ks=[16, 64], updates=1,
+                              config={"env": "credit"}, critic_archs=["factored", "mlp"], action_layers=["last"],
+                              critic_targets=["joint"])
+    specs = bench.interleaved_specs(args)
+    assert [(s["algo"], s["k"], s["base"].get("critic_arch")) for s in specs] == [
+        ("mappo", 1, None), ("ippo", 1, None), ("perla_mappo", 16, "factored"), ("perla_mappo", 64, "factored"),
+        ("perla_mappo", 16, "mlp"), ("perla_mappo", 64, "mlp")]
+    assert all(s["seeds"] == 8 and s["base"]["env"] == "credit" for s in specs)
+    assert [s["base"].get("critic_action_layer") for s in specs] == [None] * 4 + ["last"] * 2
 
 
 def test_grid_specs_carry_the_config_into_every_row(bench):

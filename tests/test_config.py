@@ -57,3 +57,16 @@ def test_env_aliases_and_kwargs_pass_through():
     env = make_env("mpe", {"num_agents": 4, "num_landmarks": 4})
     assert env.num_agents == 4 and env.obs_dim == 24 and env.num_actions == 5
     assert make_env("MPE_simple_reference_v3").num_actions == 50
+
+
+def test_a_config_recorded_before_the_critic_options_reads_back_as_it_ran():
+    """config.json files written before 2026-12-03 lack the critic options: they read back as the critic they
+    trained with (the MLP Q-critic, output scale 1), not as today's defaults; their stored critic_lr is kept."""
+    new_fields = ("critic_arch", "critic_rank", "critic_others_scale", "critic_state_path", "critic_pool",
+                  "critic_out_scale")
+    for algo, arch in (("perla_mappo", "mlp"), ("perla_ippo", "mlp"), ("mappo", ""), ("ippo", "")):
+        old = {k: v for k, v in Config(algo=algo, critic_lr=2.5e-4, advantage="td").to_dict().items()
+               if k not in new_fields}
+        cfg = Config.from_dict(old)
+        assert (cfg.critic_arch, cfg.critic_out_scale, cfg.critic_lr, cfg.advantage) == (arch, 1.0, 2.5e-4, "td")
+        assert cfg.critic_pool == "mean" and cfg.critic_state_path is False

@@ -134,7 +134,7 @@ def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monk
     assert "chunks timed on: cpu (100% of updates)" in body
     assert (tmp_path / "figs" / "tiny-n-smoke-n.png").stat().st_size > 0
     signal = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-                         str(tmp_path / "figs")])["perla-signal-smoke"]  # everything finished: only the tables again
+                         str(tmp_path / "figs")])["perla-signal-tiny-n-smoke"]  # finished: only the tables again; one study, its own section
     signal_rows = [line for line in signal.splitlines() if line.startswith("| tiny-n")]
     assert [row.split(" | ")[1:3] for row in signal_rows] == [["2", "perla_mappo N=2"], ["3", "perla_mappo N=3"]]
 
@@ -202,3 +202,40 @@ def test_a_win_rate_study_compares_final_win_rates_and_still_reports_the_return(
     assert cells["ippo"][columns.index("minus mappo (paired, 95% CI)")].startswith("+0.100 ± 0.000 (3 seeds)")
     assert cells["ippo"][columns.index("P(> mappo) [95% CI]")].startswith("0.67")  # 6 of 9 pairs, no ties
     assert [cells[label][columns.index("final return: mean")] for label in ("mappo", "ippo")] == ["2.000", "3.000"]
+
+
+def _run_with_returns(returns, **config):
+    from perla_jax import Config
+
+    returns = np.asarray(returns, dtype=float)
+    metrics = {"return": returns, "critic_ev": np.arange(returns.size, dtype=float).reshape(returns.shape)}
+    return analysis.Run(None, metrics, Config(**config))
+
+
+def test_learning_phase_is_the_updates_just_before_the_threshold():
+    # seed 0 reaches 0.9 at update 12, seed 1 at update 3, seed 2 never (its last updates count)
+    returns = np.zeros((3, 20))
+    returns[0, 12:] = 0.95
+    returns[1, 3:] = 0.95
+    run = _run_with_returns(returns, env="credit")
+    phase = suite.learning_phase(run, 0.9)
+    assert [list(np.flatnonzero(row)) for row in phase] == [list(range(2, 12)), [0, 1, 2], list(range(10, 20))]
+    assert suite.learning_phase(run, None).all()
+    # the cell averages critic_ev over exactly those updates
+    want = np.mean(run.metrics["critic_ev"][phase])
+    assert suite.phase_mean_cell(run, "critic_ev", phase) == f"{want:.3f}"
+    assert suite.phase_mean_cell(run, "not_recorded", phase) == "-"
+
+
+def test_exact_share_cell_reads_the_success_probability_off_the_return():
+    from perla_jax.envs.credit import credit_others_share, pairs_others_share
+
+    phase = np.ones((1, 2), bool)
+    credit = _run_with_returns([[0.5, 0.5]], env="credit", env_kwargs={"num_agents": 8}, k=16)
+    assert suite.exact_share_cell(credit, phase) == f"{credit_others_share(8, 16, 0.5):.3f}" == "0.881"
+    # pairs: the return is p^2 for each pair, so p = sqrt(return)
+    pairs = _run_with_returns([[0.25, 0.64]], env="credit_pairs", env_kwargs={"num_agents": 4}, k=4)
+    want = np.mean([pairs_others_share(4, 4, 0.5), pairs_others_share(4, 4, 0.8)])
+    assert suite.exact_share_cell(pairs, phase) == f"{want:.3f}"
+    assert suite.exact_share_cell(_run_with_returns([[0.5, 0.5]], env="credit", algo="mappo"), phase) == "-"
+    assert suite.exact_share_cell(_run_with_returns([[0.5, 0.5]], env="mpe"), phase) == "-"

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import orthogonal
 
-from perla_jax.networks.layers import ACTIVATIONS, MLP, dense
+from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at
 
 
 class Actor(nn.Module):
@@ -95,9 +95,7 @@ class QCritic(nn.Module):
     def output_at(self, hidden: chex.Array, actions: chex.Array) -> chex.Array:
         """Q at one own action per sample: ``hidden [..., K, H_L]``, ``actions [...]`` -> ``[..., K]``
         (one output column per sample instead of all A)."""
-        out = self.out.variables["params"]
-        columns = jnp.moveaxis(out["kernel"][:, actions], 0, -1)  # [..., H_L]
-        return jnp.einsum("...kh,...h->...k", hidden, columns) + out["bias"][actions][..., None]
+        return dense_at(self.out.variables["params"], hidden, actions)
 
     def __call__(self, features: chex.Array, joint_actions: chex.Array) -> chex.Array:
         """``features [..., N, F]``, ``joint_actions [..., N]`` -> Q over own actions ``[..., N, A]``

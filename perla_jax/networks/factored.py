@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from perla_jax.networks.layers import ACTIVATIONS, MLP, dense
+from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at
 
 
 def pool_others(rows: chex.Array) -> chex.Array:
@@ -140,9 +140,7 @@ class FactoredQCritic(nn.Module):
 
     def output_at(self, hidden: chex.Array, actions: chex.Array) -> chex.Array:
         """Q at one own action per agent for every sample: ``hidden [..., K, H]``, ``actions [...]`` -> ``[..., K]``."""
-        out = self.out.variables["params"]
-        columns = jnp.moveaxis(out["kernel"][:, actions], 0, -1)  # [..., H]
-        return jnp.einsum("...kh,...h->...k", hidden, columns) + out["bias"][actions][..., None]
+        return dense_at(self.out.variables["params"], hidden, actions)
 
     def __call__(self, features: chex.Array, joint_actions: chex.Array) -> chex.Array:
         return self.output(self.hidden_samples(features, joint_actions[..., None, :])[..., 0, :])

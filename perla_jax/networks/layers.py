@@ -18,6 +18,13 @@ def dense(features: int, scale: float = np.sqrt(2), use_bias: bool = True) -> nn
     return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=constant(0.0), use_bias=use_bias)
 
 
+def dense_at(params: chex.ArrayTree, hidden: chex.Array, actions: chex.Array) -> chex.Array:
+    """A dense layer's output at one column per row, without computing the others: ``params`` its kernel
+    ``[H, A]`` and bias, ``hidden [..., K, H]``, ``actions [...]`` (ints) -> ``[..., K]``."""
+    columns = jnp.moveaxis(params["kernel"][:, actions], 0, -1)  # [..., H]
+    return jnp.einsum("...kh,...h->...k", hidden, columns) + params["bias"][actions][..., None]
+
+
 class MLP(nn.Module):
     hidden: Sequence[int]
     out: int
