@@ -31,11 +31,11 @@ def _reference_weights(params, features, i):
     return weights / weights.sum()
 
 
-def _reference_q(params, features, joint, i, own_state=True):
+def _reference_q(params, features, joint, i):
     """Agent i's Q over own actions ``[A]`` at the joint action ``joint [N]``, from the module docstring's formula:
     out(tanh(own(x_i) + W sum_{j != i} w_ij phi(x_j)[a_j])), w_ij the mean's 1/(N-1) or attention weights."""
     p = params["params"]
-    x = features[i] if own_state else features[i, :F_AGENT]
+    x = features[i]  # the own path reads agent i's whole input (with the state where it is there)
     own = _dense(p["paths"]["own_layers_1"], jnp.tanh(_dense(p["paths"]["own_layers_0"], x)))
     phi = _dense(p["phi"]["Dense_1"], jnp.tanh(_dense(p["phi"]["Dense_0"], features[:, :F_AGENT])))  # [N, A*R]
     rows = phi.reshape(N, A, R)[jnp.arange(N), joint]  # [N, R]: each agent's row at its action
@@ -50,17 +50,17 @@ def _perturb_keys(params):
     return {"params": {**params["params"], "paths": {**params["params"]["paths"], "key": noisy}}}
 
 
-@pytest.mark.parametrize("own_state, pool", [(True, "mean"), (False, "mean"), (False, "attention")])
-def test_discrete_marginal_equals_the_definition(own_state, pool):
+@pytest.mark.parametrize("with_state, pool", [(True, "mean"), (False, "mean"), (False, "attention")])
+def test_discrete_marginal_equals_the_definition(with_state, pool):
     """Q^_i(s, a) from the gathered table and the pool reused over K samples agrees with marginalise() over the
     written-out critic, for every own action; the per-sample variance at the taken actions too."""
-    net = FactoredQCritic(N, A, (8, 6), "tanh", F_AGENT, R, others_scale=1.0, own_state=own_state, pool=pool)
-    features = jax.random.normal(jax.random.PRNGKey(0), (N, F_AGENT + F_STATE))
+    net = FactoredQCritic(N, A, (8, 6), "tanh", F_AGENT, R, others_scale=1.0, pool=pool)
+    features = jax.random.normal(jax.random.PRNGKey(0), (N, F_AGENT + (F_STATE if with_state else 0)))
     params = net.init(jax.random.PRNGKey(1), features, jnp.zeros((N,), jnp.int32))
     if pool == "attention":
         params = _perturb_keys(params)
     samples = jax.random.randint(jax.random.PRNGKey(2), (9, N), 0, A)  # [K, N]
-    q_fn = lambda i, joint: _reference_q(params, features, joint, i, own_state)[joint[i]]
+    q_fn = lambda i, joint: _reference_q(params, features, joint, i)[joint[i]]
     for a in range(A):
         own = jnp.full((N,), a)
         q_hat, q_var = marginal_q_head(net, params, features, samples, own)
@@ -70,13 +70,25 @@ def test_discrete_marginal_equals_the_definition(own_state, pool):
     assert np.all(np.asarray(q_var) > 0)
 
 
-def test_own_state_false_ignores_the_state_part():
-    net = FactoredQCritic(N, A, (8, 6), "tanh", F_AGENT, R, others_scale=1.0, own_state=False)
-    features = jax.random.normal(jax.random.PRNGKey(0), (N, F_AGENT + F_STATE))
-    params = net.init(jax.random.PRNGKey(1), features, jnp.zeros((N,), jnp.int32))
-    joint = jnp.array([0, 3, 1, 4])
-    other_state = features.at[:, F_AGENT:].set(5.0)
-    np.testing.assert_array_equal(net.apply(params, features, joint), net.apply(params, other_state, joint))
+@pytest.mark.parametrize("algo, state_path, with_state", [("perla_mappo", True, True), ("perla_mappo", False, False),
+                                                         ("perla_ippo", True, False)])
+def test_the_state_joins_the_input_only_through_the_state_path(algo, state_path, with_state):
+    """Factored layout: each agent's observation and id first (phi reads those), then the global state only for a
+    centralised critic with the state path; without it the state is never built into the input."""
+    cfg = Config(algo=algo, critic_state_path=state_path, num_envs=2, num_steps=4, total_timesteps=8,
+                 num_minibatches=1)
+    env = make_env(cfg.env)
+    inputs = make_critic(cfg, env, Agents.build(cfg, env)).inputs
+    obs = jax.random.normal(jax.random.PRNGKey(0), (env.num_agents, env.obs_dim))
+    state = jax.random.normal(jax.random.PRNGKey(1), (env.state_dim,))
+    features = inputs.features(obs, state)
+    assert inputs.agent_dim == env.obs_dim + env.num_agents
+    assert features.shape == (env.num_agents, inputs.agent_dim + (env.state_dim if with_state else 0))
+    np.testing.assert_array_equal(features[:, : env.obs_dim], obs)
+    np.testing.assert_array_equal(features[:, env.obs_dim : inputs.agent_dim], np.eye(env.num_agents))
+    if with_state:
+        np.testing.assert_array_equal(features[:, inputs.agent_dim :], np.broadcast_to(state, (env.num_agents,
+                                                                                               env.state_dim)))
 
 
 def test_untrained_critic_ignores_the_others_actions():

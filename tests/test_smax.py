@@ -3,6 +3,8 @@
 One compiled program per algorithm (module fixtures) keeps the SMAX compile cost to two programs.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,8 +83,9 @@ def test_world_state_is_smax_world_state(perla_run):
     np.testing.assert_array_equal(np.asarray(traj.final_avail)[:-1][same], np.asarray(traj.avail)[1:][same])
     # The observations are not the state: SMAX's state is not the concatenated observations.
     assert env.state_dim != env.num_agents * env.obs_dim
-    # The factored critic's input: each agent's own observation and id, then the world state.
-    features = trainer.critic.inputs.features(traj.obs, traj.state)
+    # The factored critic's input with its state path: each agent's own observation and id, then the world state.
+    inputs = dataclasses.replace(trainer.critic.inputs, state_path=True)
+    features = inputs.features(traj.obs, traj.state)
     assert features.shape == (T, E, env.num_agents, env.obs_dim + env.num_agents + env.state_dim)
     np.testing.assert_array_equal(features[..., -env.state_dim:], np.broadcast_to(
         np.asarray(traj.state)[:, :, None], features[..., -env.state_dim:].shape))

@@ -27,7 +27,7 @@ def make_critic(cfg: Config, env, agents: Agents) -> Critic:
     torso = GRUTorso(cfg.critic_hidden[0], cfg.activation) if recurrent else None
     inputs = CriticInputs(
         cfg.algo_spec, env.num_agents, env.obs_dim, env.state_dim, torso, env.observes_time,
-        factored=cfg.uses_q_critic and cfg.critic_arch == "factored",
+        factored=cfg.uses_q_critic and cfg.critic_arch == "factored", state_path=cfg.critic_state_path,
     )
     head_hidden = cfg.critic_hidden[1:] if recurrent else cfg.critic_hidden
     kind = CRITIC_KINDS[(cfg.algo_spec.critic, env.continuous)]

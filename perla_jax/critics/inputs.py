@@ -30,6 +30,7 @@ class CriticInputs:
     torso: GRUTorso | None = None
     observes_time: bool = False  # the state's last entry is the time left (envs.base, time_limit="observe")
     factored: bool = False  # per-agent own parts first (networks.factored), see ``features``
+    state_path: bool = True  # factored and centralised: the global state follows the own part
 
     @property
     def recurrent(self) -> bool:
@@ -38,11 +39,12 @@ class CriticInputs:
     def features(self, obs: chex.Array, state: chex.Array) -> chex.Array:
         """Observations ``[..., N, O]`` and global state ``[..., S]`` -> per-agent critic input ``[..., N, F]``.
 
-        ``factored``: agent j's own part first (observation, time left, id; ``agent_dim`` wide), then the global
-        state for a centralised critic, so a factored network can encode each agent from its own part."""
+        ``factored``: agent j's own part (observation, time left, id; ``agent_dim`` wide), then, for a centralised
+        critic with ``state_path``, the global state, which only agent i's own path reads (a recurrent torso sees
+        it too); without it the state is never built into the input."""
         if self.factored:
             own = self._with_id(self._own_observation(obs, state), obs)
-            if not self.spec.centralised:
+            if not (self.spec.centralised and self.state_path):
                 return own
             return jnp.concatenate([own, self._broadcast_state(obs, state)], axis=-1)
         base = self._broadcast_state(obs, state) if self.spec.centralised else self._own_observation(obs, state)
@@ -56,7 +58,7 @@ class CriticInputs:
     @property
     def head_agent_dim(self) -> int:
         """Width of agent j's own part of the head's input: ``agent_dim``, or (recurrent) the whole GRU output,
-        which has mixed the state in already."""
+        which has mixed in the state where ``features`` holds it."""
         return self.torso.width if self.recurrent else self.agent_dim
 
     def _broadcast_state(self, obs: chex.Array, state: chex.Array) -> chex.Array:

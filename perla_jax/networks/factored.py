@@ -20,7 +20,8 @@ Cost of the K-sample marginal: for discrete actions phi is evaluated once per st
 W is linear, so it is applied after pooling (r -> H once per sample rather than A x H wide rows per agent).
 
 Features ``x [..., N, F]``: the first ``agent_dim`` entries are agent j's own part (observation, time left,
-one-hot id); the rest, if any, is the global state, which only the own path reads (``own_state``).
+one-hot id); the rest, if any, is the global state (``critics.inputs.CriticInputs``, ``state_path``), which only
+the own path reads.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ class _FactoredPaths(nn.Module):
     hidden: Sequence[int]
     activation: str
     agent_dim: int
-    own_state: bool
     rank: int
     pool: str  # "mean" over j != i, or "attention" weights from the agents' own parts (see ``pool_rows``)
 
@@ -92,7 +92,7 @@ class _FactoredPaths(nn.Module):
     def own(self, features: chex.Array) -> chex.Array:
         """``[..., N, F]`` -> the own path's pre-activation of the last hidden layer ``[..., N, H]``."""
         act = ACTIVATIONS[self.activation]
-        x = features if self.own_state else features[..., : self.agent_dim]
+        x = features
         for layer in self.own_layers[:-1]:
             x = act(layer(x))
         return self.own_layers[-1](x)
@@ -114,11 +114,10 @@ class FactoredQCritic(nn.Module):
     rank: int = 16
     others_scale: float = 0.0
     out_scale: float = 1.0
-    own_state: bool = True
     pool: str = "mean"
 
     def setup(self) -> None:
-        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.own_state, self.rank, self.pool)
+        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.rank, self.pool)
         # phi: every action's row at once, [..., N, A*R]; scale 0 starts it at zero.
         self.phi = MLP(self.hidden[:-1], self.num_actions * self.rank, self.others_scale, self.activation)
         self.out = dense(self.num_actions, self.out_scale)
@@ -161,11 +160,10 @@ class FactoredContinuousQ(nn.Module):
     rank: int = 16
     others_scale: float = 0.0
     out_scale: float = 1.0
-    own_state: bool = True
     pool: str = "mean"
 
     def setup(self) -> None:
-        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.own_state, self.rank, self.pool)
+        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.rank, self.pool)
         self.phi_state = [dense(h) for h in self.hidden[:-1]] + [dense(self.hidden[-1])]
         self.phi_action = dense(self.hidden[-1], use_bias=False)
         self.phi_out = dense(self.rank, self.others_scale)
