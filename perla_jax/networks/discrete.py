@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import orthogonal
 
-from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at
+from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at, pre_activation
 
 
 class Actor(nn.Module):
@@ -60,11 +60,7 @@ class QCritic(nn.Module):
 
     def encode(self, features: chex.Array) -> chex.Array:
         """``[..., F]`` -> the state part of the fusion layer's pre-activation ``[..., H_j]``."""
-        act = ACTIVATIONS[self.activation]
-        x = features
-        for layer in self.state_layers[:-1]:
-            x = act(layer(x))
-        return self.state_layers[-1](x)
+        return pre_activation(self.state_layers, self.activation, features)
 
     def embed_others(self, joint_actions: chex.Array) -> chex.Array:
         """Joint actions ``[..., N]`` (ints) -> each agent's action part ``[..., N(i), H_j]``: the sum of

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at
+from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at, pre_activation
 
 
 def pool_others(rows: chex.Array) -> chex.Array:
@@ -91,11 +91,7 @@ class _FactoredPaths(nn.Module):
 
     def own(self, features: chex.Array) -> chex.Array:
         """``[..., N, F]`` -> the own path's pre-activation of the last hidden layer ``[..., N, H]``."""
-        act = ACTIVATIONS[self.activation]
-        x = features
-        for layer in self.own_layers[:-1]:
-            x = act(layer(x))
-        return self.own_layers[-1](x)
+        return pre_activation(self.own_layers, self.activation, features)
 
     def pooled(self, pool: chex.Array) -> chex.Array:
         return self.pool_in(pool)
@@ -171,11 +167,7 @@ class FactoredContinuousQ(nn.Module):
         self.out = dense(1, self.out_scale)
 
     def _phi_pre(self, features: chex.Array) -> chex.Array:
-        act = ACTIVATIONS[self.activation]
-        x = features[..., : self.agent_dim]
-        for layer in self.phi_state[:-1]:
-            x = act(layer(x))
-        return self.phi_state[-1](x)  # [..., N, H]
+        return pre_activation(self.phi_state, self.activation, features[..., : self.agent_dim])  # [..., N, H]
 
     def q_samples(self, features: chex.Array, joint_samples: chex.Array, own_actions: chex.Array) -> chex.Array:
         """Q(s, a_i^(m), a_-i^(k)) ``[..., N, M, K]`` from ``features [..., N, F]``, ``joint_samples

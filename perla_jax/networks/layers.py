@@ -18,6 +18,15 @@ def dense(features: int, scale: float = np.sqrt(2), use_bias: bool = True) -> nn
     return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=constant(0.0), use_bias=use_bias)
 
 
+def pre_activation(layers, activation: str, x: chex.Array) -> chex.Array:
+    """Dense ``layers`` with ``activation`` between them, the last one's output left before its activation (where
+    another input is added to it first)."""
+    act = ACTIVATIONS[activation]
+    for layer in layers[:-1]:
+        x = act(layer(x))
+    return layers[-1](x)
+
+
 def dense_at(params: chex.ArrayTree, hidden: chex.Array, actions: chex.Array) -> chex.Array:
     """A dense layer's output at one column per row, without computing the others: ``params`` its kernel
     ``[H, A]`` and bias, ``hidden [..., K, H]``, ``actions [...]`` (ints) -> ``[..., K]``."""
