@@ -9,6 +9,7 @@ from toy_memory import make_cue_env
 
 from perla_jax import Config, make_trainer
 from perla_jax.agents import Agents
+from perla_jax.critics.bootstrap import BootstrapSteps
 from perla_jax.envs.registry import make_env
 from perla_jax.evaluation import make_evaluator
 from perla_jax.rollout import rollout
@@ -88,9 +89,10 @@ def test_sequence_minibatches_replay_the_rollout(rnn_rollouts):
 
 def test_critic_inputs_at_reached_states_continue_the_sequence(rnn_rollouts):
     trainer, state, traj, _, _ = rnn_rollouts
-    head, inputs, last = trainer.critic.inputs.rollout(state.critic.params, state.critic_hidden, traj)
-    t = traj.obs.shape[0]
-    now, final = np.asarray(inputs[:t]), np.asarray(inputs[t:])
+    t, e = traj.obs.shape[:2]
+    every_step = BootstrapSteps(index=jnp.broadcast_to(jnp.arange(t)[:, None], (t, e)), overflow=jnp.array(False))
+    head, now, final, last = trainer.critic.inputs.rollout(state.critic.params, state.critic_hidden, traj, every_step)
+    now, final = np.asarray(now), np.asarray(final)
     ended = np.asarray(traj.terminated | traj.truncated)
     # Where the episode went on, the state reached is the next step's state, with the same memory.
     went_on = ~ended[:-1]

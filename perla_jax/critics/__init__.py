@@ -5,6 +5,7 @@ from __future__ import annotations
 from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics.base import Critic
+from perla_jax.critics.bootstrap import bootstrap_capacity
 from perla_jax.critics.continuous_q import ContinuousQCritic
 from perla_jax.critics.discrete_q import DiscreteQCritic
 from perla_jax.critics.inputs import CriticInputs
@@ -28,10 +29,19 @@ def make_critic(cfg: Config, env, agents: Agents) -> Critic:
     inputs = CriticInputs(
         cfg.algo_spec, env.num_agents, env.obs_dim, env.state_dim, torso, env.observes_time,
         factored=cfg.uses_q_critic and cfg.critic_arch == "factored", state_path=cfg.critic_state_path,
+        bootstrap_capacity=bootstrap_capacity(env.time_limit, _horizon(env), cfg.num_steps),
     )
     head_hidden = cfg.critic_hidden[1:] if recurrent else cfg.critic_hidden
     kind = CRITIC_KINDS[(cfg.algo_spec.critic, env.continuous)]
     return kind.build(cfg, inputs, head_hidden, agents)
+
+
+def _horizon(env) -> int | None:
+    """The environment's episode time limit in transitions, None where it has none it can state."""
+    try:
+        return env.horizon
+    except ValueError:
+        return None
 
 
 __all__ = ["CRITIC_KINDS", "ContinuousQCritic", "Critic", "CriticInputs", "DiscreteQCritic", "ValueCritic", "make_critic"]

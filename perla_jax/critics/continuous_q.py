@@ -83,22 +83,24 @@ class ContinuousQCritic:
         Feed-forward only (Config refuses rnn with Box actions), so the hidden states are unused."""
         del actor_hidden, critic_hidden
         cfg, agents = self.cfg, self.agents
-        both = jnp.concatenate([traj.obs, traj.final_obs], axis=0)  # [2T, E, N, O]
-        states = jnp.concatenate([traj.state, traj.final_state], axis=0)  # [2T, E, S]
         t = traj.obs.shape[0]
+        steps = self.inputs.bootstrap_steps(traj)  # the steps whose reached state needs a value
         key_others, key_own = jax.random.split(key)
-        policy = agents.policy(actor_params, both)
-        samples_both = agents.sample_others(key_others, policy)  # [2T, E, K, N, A]
-        # Own actions: the taken one first (the final observations have none; theirs is unused), then M draws.
-        taken = jnp.concatenate([traj.action, traj.action], axis=0)[..., None, :]  # [2T, E, N, 1, A]
-        own_both = jnp.concatenate([taken, self.sample_own(key_own, policy)], axis=-2)  # [2T, E, N, 1+M, A]
-        per_sample = jax.lax.map(
-            lambda x: self.q_samples(critic_params, *x),
-            (both, states, samples_both, own_both),
-            batch_size=min(cfg.critic_time_chunk, 2 * t),
-        )  # [2T, E, N, 1+M, K]
-        q_taken = jnp.split(per_sample[..., 0, :].mean(axis=-1), [t])[0]  # Q^_i(s, a_i) [T, E, N]
-        v_now, v_final = jnp.split(per_sample[..., 1:, :].mean(axis=(-2, -1)), [t])  # V^_i(s) [T, E, N]
+        policy = agents.policy(actor_params, jnp.concatenate([traj.obs, traj.final_obs], axis=0))  # [2T, E, N]
+        samples_now, samples_final = jnp.split(agents.sample_others(key_others, policy), [t])  # [T, E, K, N, A]
+        own_now, own_final = jnp.split(self.sample_own(key_own, policy), [t])  # [T, E, N, M, A]
+        # At the states acted in: the taken own action first, then the M draws; at the states reached, the M draws.
+        per_sample = self._chunked(
+            critic_params, traj.obs, traj.state, samples_now,
+            jnp.concatenate([traj.action[..., None, :], own_now], axis=-2),
+        )  # [T, E, N, 1+M, K]
+        final_sample = self._chunked(
+            critic_params, steps.take(traj.final_obs), steps.take(traj.final_state), steps.take(samples_final),
+            steps.take(own_final),
+        )  # [C, E, N, M, K]
+        q_taken = per_sample[..., 0, :].mean(axis=-1)  # Q^_i(s, a_i) [T, E, N]
+        v_now = per_sample[..., 1:, :].mean(axis=(-2, -1))  # V^_i(s) [T, E, N]
+        v_final = steps.put(final_sample.mean(axis=(-2, -1)), t)
         # Q(s, a_i, a_-i) at the joint action taken: the taken actions as the one joint sample and the own sample.
         q_joint = self.q_joint(critic_params, traj.obs, traj.state, traj.action)
         values = MarginalValues(q_taken=q_taken, v_now=v_now, v_final=v_final, ended=traj.terminated | traj.truncated,
@@ -110,9 +112,18 @@ class ContinuousQCritic:
             advantages=advantages,
             targets=returns,
             old_predictions=q_joint if joint else q_taken,
-            joint_samples=None if joint else samples_both[:t],
-            sample_variance=sample_variance(per_sample[:t, ..., 0, :], axis=-1),
+            joint_samples=None if joint else samples_now,
+            sample_variance=sample_variance(per_sample[..., 0, :], axis=-1),
             others_share=others_share(values, td),
+        )
+
+    def _chunked(self, params, obs, state, joint_samples, own_actions) -> chex.Array:
+        """``q_samples`` over a rollout's steps ``[L, E, ...]`` in time chunks (``Config.critic_time_chunk``), which
+        bound the peak memory of the per-sample critic batch."""
+        return jax.lax.map(
+            lambda x: self.q_samples(params, *x),
+            (obs, state, joint_samples, own_actions),
+            batch_size=min(self.cfg.critic_time_chunk, obs.shape[0]),
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:

@@ -50,27 +50,20 @@ class DiscreteQCritic:
         cfg, lead, t = self.cfg, rollout_lead(traj), traj.obs.shape[0]
         actor_hidden = or_default(actor_hidden, self.agents.initial_actor_hidden(lead))
         critic_hidden = or_default(critic_hidden, self.inputs.initial_hidden(lead))
-        # The states acted in and the states reached (before any reset) go through the critic as one batch.
-        head, inputs_both, critic_last = self.inputs.rollout(critic_params, critic_hidden, traj)  # [2T, E, N, F']
+        steps = self.inputs.bootstrap_steps(traj)  # the steps whose reached state needs a value
+        head, inputs_now, inputs_final, critic_last = self.inputs.rollout(critic_params, critic_hidden, traj, steps)
         # Masked policies: the others' samples and the expectations over own actions skip unavailable ones.
         policy = self.agents.rollout_policy(actor_params, actor_hidden, traj)  # [2T, E, N]
         probs_now, probs_final = jnp.split(policy.probs, [t])
-        samples_both = self.agents.sample_others(key, policy)  # [2T, E, K, N]
-        # The final observations have no action; any action works for their (unused) variance.
-        actions_both = jnp.concatenate([traj.action, traj.action], axis=0)  # [2T, E, N]
-        # Time chunks bound the peak memory of the [2T, E, N, K, H] per-sample critic batch.
-        q_both, q_var_both = jax.lax.map(
-            lambda x: marginal_q_head(self.network, head, *x),
-            (inputs_both, samples_both, actions_both),
-            batch_size=min(cfg.critic_time_chunk, 2 * t),
-        )  # [2T, E, N, A], [2T, E, N]
-        (q_now, q_final), q_var = jnp.split(q_both, [t]), q_var_both[:t]
+        samples_now, samples_final = jnp.split(self.agents.sample_others(key, policy), [t])  # [T, E, K, N] each
+        q_now, q_var = self._marginal(head, inputs_now, samples_now, traj.action)  # [T, E, N, A], [T, E, N]
+        q_final, _ = self._marginal(head, inputs_final, steps.take(samples_final))  # [C, E, N, A]
         q_taken = take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
-        q_joint = take_action(self.network.apply(head, inputs_both[:t], traj.action), traj.action)  # Q(s, a_i, a_-i)
+        q_joint = take_action(self.network.apply(head, inputs_now, traj.action), traj.action)  # Q(s, a_i, a_-i)
         values = MarginalValues(
             q_taken=q_taken,
             v_now=expected_value(q_now, probs_now),  # V^_i(s_t)
-            v_final=expected_value(q_final, probs_final),  # V^_i(s'_t), s' before any reset
+            v_final=steps.put(expected_value(q_final, steps.take(probs_final)), t),  # V^_i(s'_t), before any reset
             ended=traj.terminated | traj.truncated,
             q_joint=q_joint,
         )
@@ -80,7 +73,7 @@ class DiscreteQCritic:
             # Regressed at the joint action taken: the loss needs no K samples (see ``predict``).
             prediction, samples = q_joint, None
         else:
-            prediction, samples = q_taken, samples_both[:t]  # [T, E, K, N]
+            prediction, samples = q_taken, samples_now  # [T, E, K, N]
         return CriticEstimates(
             advantages=advantages,
             targets=returns,
@@ -89,6 +82,15 @@ class DiscreteQCritic:
             sample_variance=q_var,
             others_share=others_share(values, td),
             critic_hidden=critic_last,
+        )
+
+    def _marginal(self, head, inputs: chex.Array, samples: chex.Array, own_actions: chex.Array | None = None):
+        """``marginal_q_head`` over a rollout's steps ``[L, E, ...]``, in time chunks that bound the peak memory of the
+        ``[L, E, N, K, H]`` per-sample critic batch."""
+        return jax.lax.map(
+            lambda x: marginal_q_head(self.network, head, *x),
+            (inputs, samples, own_actions),
+            batch_size=min(self.cfg.critic_time_chunk, inputs.shape[0]),
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from perla_jax.agents import broadcast_ids
 from perla_jax.algos import AlgoSpec
+from perla_jax.critics.bootstrap import BootstrapSteps, bootstrap_steps
 from perla_jax.networks.recurrent import GRUTorso, scan_sequence, step_after
 from perla_jax.types import Trajectory
 
@@ -31,6 +32,7 @@ class CriticInputs:
     observes_time: bool = False  # the state's last entry is the time left (envs.base, time_limit="observe")
     factored: bool = False  # per-agent own parts first (networks.factored), see ``features``
     state_path: bool = True  # factored and centralised: the global state follows the own part
+    bootstrap_capacity: int = 0  # steps per environment whose reached state needs a value (0: every step)
 
     @property
     def recurrent(self) -> bool:
@@ -102,15 +104,20 @@ class CriticInputs:
         _, out = scan_sequence(self._torso_step(params), hidden0, self.features(obs, state), first)
         return params["head"], out
 
+    def bootstrap_steps(self, traj: Trajectory) -> BootstrapSteps:
+        """The steps of ``traj [T, E, ...]`` whose reached state needs a value (``critics.bootstrap``)."""
+        t = traj.obs.shape[0]
+        return bootstrap_steps(traj.truncated, min(self.bootstrap_capacity or t, t))
+
     def rollout(
-        self, params: chex.ArrayTree, hidden0: chex.Array | None, traj: Trajectory
-    ) -> tuple[chex.ArrayTree, chex.Array, chex.Array | None]:
-        """(head parameters, head input ``[2T, E, N, F']`` at a rollout's states then at the states each step
-        reached, the hidden state after the rollout ``[E, N, H]`` or None)."""
+        self, params: chex.ArrayTree, hidden0: chex.Array | None, traj: Trajectory, steps: BootstrapSteps
+    ) -> tuple[chex.ArrayTree, chex.Array, chex.Array, chex.Array | None]:
+        """(head parameters, head input ``[T, E, N, F']`` at a rollout's states, head input ``[C, E, N, F']`` at the
+        states the ``steps`` reached, the hidden state after the rollout ``[E, N, H]`` or None)."""
         now = self.features(traj.obs, traj.state)
-        final = self.features(traj.final_obs, traj.final_state)
+        final = self.features(steps.take(traj.final_obs), steps.take(traj.final_state))
         if not self.recurrent:
-            return params, jnp.concatenate([now, final], axis=0), hidden0
+            return params, now, final, hidden0
         step = self._torso_step(params)
         last, out = scan_sequence(step, hidden0, now, traj.first)
-        return params["head"], jnp.concatenate([out, step_after(step, out, final)], axis=0), last
+        return params["head"], out, step_after(step, steps.take(out), final), last

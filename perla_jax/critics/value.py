@@ -33,8 +33,10 @@ class ValueCritic:
         del actor_params, key, actor_hidden
         hidden0 = or_default(critic_hidden, self.inputs.initial_hidden(rollout_lead(traj)))
         t = traj.obs.shape[0]
-        head, inputs_both, critic_last = self.inputs.rollout(critic_params, hidden0, traj)  # [2T, E, N, F']
-        values, final_values = jnp.split(self.network.apply(head, inputs_both), [t])
+        steps = self.inputs.bootstrap_steps(traj)
+        head, inputs_now, inputs_final, critic_last = self.inputs.rollout(critic_params, hidden0, traj, steps)
+        values = self.network.apply(head, inputs_now)  # [T, E, N]
+        final_values = steps.put(self.network.apply(head, inputs_final), t)  # only where a target reads it
         td = td_lambda_of(self.cfg, traj)
         returns = td.returns(next_step_values(values, final_values, td.ended))
         return CriticEstimates(

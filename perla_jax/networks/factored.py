@@ -57,9 +57,10 @@ def attention_weights(queries: chex.Array, keys: chex.Array) -> chex.Array:
 
 def gather_rows(table: chex.Array, joint_actions: chex.Array) -> chex.Array:
     """Each agent's row at its action: ``table [..., N, A, R]``, ``joint_actions [..., K, N]`` (ints) ->
-    ``[..., K, N, R]`` (the table's leading axes broadcast against the samples')."""
-    index = joint_actions[..., None, None]  # [..., K, N, 1, 1]
-    return jnp.take_along_axis(table[..., None, :, :, :], index, axis=-2)[..., 0, :]
+    ``[..., K, N, R]`` (the table's leading axes broadcast against the samples'). A one-hot contraction: its
+    gradient is another contraction, where a gather's is a scatter-add (slower on CPU)."""
+    one_hot = jax.nn.one_hot(joint_actions, table.shape[-2], dtype=table.dtype)  # [..., K, N, A]
+    return jnp.einsum("...kna,...nar->...knr", one_hot, table)
 
 
 class _FactoredPaths(nn.Module):
@@ -126,9 +127,10 @@ class FactoredQCritic(nn.Module):
     def hidden_samples(self, features: chex.Array, joint_samples: chex.Array) -> chex.Array:
         """``features [..., N, F]``, ``joint_samples [..., K, N]`` -> last hidden layer ``[..., N, K, H]``."""
         act = ACTIVATIONS[self.activation]
-        own = self.paths.own(features)  # [..., N, H], shared by the K samples
+        own = self.paths.own(features)[..., None, :]  # [..., N, 1, H], shared by the K samples
         pool = self.paths.pool_rows(features, gather_rows(self.others_table(features), joint_samples))  # [..., K, N, R]
-        return act(own[..., None, :] + jnp.swapaxes(self.paths.pooled(pool), -3, -2))
+        # Agent-major before W: the transpose moves R-wide rows, not the H-wide per-sample batch.
+        return act(own + self.paths.pooled(jnp.swapaxes(pool, -3, -2)))
 
     def output(self, hidden: chex.Array) -> chex.Array:
         return self.out(hidden)

@@ -1,0 +1,111 @@
+"""Where one training update's time goes: the fused ``train_step`` taken apart by ablation, timed interleaved.
+
+Timing the parts as separate jitted programs misleads (XLA fuses and schedules the whole step as one program), so
+each configuration is compiled three ways and the three are timed in turn, round after round, in one process:
+the step as configured, the same step with one PPO epoch, and (PERLA) the same step with K = 1. Then
+
+    per epoch          = (full - one epoch) / (epochs - 1)     the minibatch losses, gradients and Adam steps
+    outside the epochs = one epoch - per epoch                 rollout, critic estimates, GAE, diagnostics
+    K samples          = full - (K = 1)                        what the K-sample marginal adds over one sample
+
+    python experiments/profile_step.py --seeds 8
+    python experiments/profile_step.py --seeds 1 --write BENCHMARKS.md --section profile-mpe-1
+    python experiments/profile_step.py --config '{"env": "credit", "env_kwargs": {"num_agents": 32}}' --ks 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+
+import bench
+
+COLUMNS = ("algo", "K", "seeds", "ms / update", "outside the epochs", "per epoch (x epochs)", "K samples",
+           "vs mappo")
+
+
+def variants(algo: str, k: int, base: dict) -> dict[str, dict]:
+    """The ablations of one configuration, by name: its Config fields."""
+    out = {"full": dict(base), "one epoch": dict(base, update_epochs=1)}
+    if algo.startswith("perla") and k > 1:
+        out["k1"] = dict(base)
+    return out
+
+
+def profile(rows: list[tuple[str, int]], seeds: int, base: dict, rounds: int, options: dict | None = None) -> list[dict]:
+    """The parts of an update (``split_time``) of every ``(algo, K)`` row, from the median ms of its ablations timed
+    interleaved; ``options`` are XLA compiler options (the tests compile faster)."""
+    import jax
+
+    built = []
+    for algo, k in rows:
+        for name, fields in variants(algo, k, base).items():
+            fn, state, _ = bench._build(algo, 1 if name == "k1" else k, seeds, 1, fields, options)
+            compiled = fn.lower(state).compile(options)
+            built.append([(algo, k, name), compiled, jax.block_until_ready(compiled(state))])
+    times = {entry[0]: [] for entry in built}
+    for _ in range(rounds):
+        for entry in built:
+            t0 = time.perf_counter()
+            entry[2] = jax.block_until_ready(entry[1](entry[2]))
+            times[entry[0]].append(1000 * (time.perf_counter() - t0))
+    epochs = bench.cfg_field(base, "update_epochs")
+    return [
+        dict(algo=algo, k=k, seeds=seeds, **split_time(
+            {name: statistics.median(times[(algo, k, name)]) for name in variants(algo, k, base)}, epochs))
+        for algo, k in rows
+    ]
+
+
+def split_time(ms: dict[str, float], epochs: int) -> dict:
+    """Median ms of the ablations (``full``, ``one epoch``, optionally ``k1``) -> the parts of the update."""
+    per_epoch = (ms["full"] - ms["one epoch"]) / max(epochs - 1, 1)
+    return dict(full=ms["full"], outside=ms["one epoch"] - per_epoch, per_epoch=per_epoch, epochs=epochs,
+                k_samples=ms["full"] - ms["k1"] if "k1" in ms else None)
+
+
+def format_table(rows: list[dict]) -> str:
+    reference = next((r["full"] for r in rows if r["algo"] == "mappo"), rows[0]["full"])
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        perla = r["algo"].startswith("perla")
+        k_samples = "-" if r["k_samples"] is None else f"{r['k_samples']:.0f}"
+        lines.append(
+            f"| {r['algo']} | {r['k'] if perla else '-'} | {r['seeds']} | {r['full']:.0f} | {r['outside']:.0f} | "
+            f"{r['per_epoch']:.0f} (x {r['epochs']}) | {k_samples} | {reference / r['full']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", default=["mappo", "ippo", "perla_mappo"])
+    p.add_argument("--ks", nargs="+", type=int, default=[16, 64], help="K values of the perla_* rows")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--config", type=json.loads, default={}, help="Config fields for every row (JSON)")
+    p.add_argument("--write", help="markdown file whose section --section gets the table")
+    p.add_argument("--section", default="profile-step")
+    args = p.parse_args(argv)
+    rows = [(a, k) for a in args.algos for k in (args.ks if a.startswith("perla") else [1])]
+    load_before = os.getloadavg()[0]
+    table = format_table(profile(rows, args.seeds, args.config, args.rounds))
+    print(table)
+    if args.write:
+        from perla_jax import recording
+
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        command = shlex.join(["python", "experiments/profile_step.py"] + (sys.argv[1:] if argv is None else argv))
+        body = "\n".join([table, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {bench.machine_info()}  ",
+                          f"Load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}"])
+        recording.write_marked_section(args.write, args.section, body)
+
+
+if __name__ == "__main__":
+    main()
