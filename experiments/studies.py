@@ -59,6 +59,9 @@ CRITIC_DEFAULTS_MPE = {"mappo": dict(algo="mappo"), "mappo legacy critic": dict(
                        "perla_mappo": dict(algo="perla_mappo"),
                        "perla_mappo legacy critic": dict(algo="perla_mappo", critic_arch="mlp", advantage="td",
                                                          **LEGACY_CRITIC)}
+# Value normalisation (perla_jax.value_norm) for each algorithm, against the same algorithm without it.
+VALUE_NORM_ALGOS = {f"{name}{' value norm' if norm else ''}": dict(algo=name, value_norm=norm)
+                    for name in ("mappo", "ippo", "perla_mappo") for norm in (False, True)}
 
 
 def over_agents(counts: tuple[int, ...], env_kwargs, algos=None) -> dict[str, dict[str, Any]]:
@@ -187,6 +190,16 @@ STUDIES: dict[str, Study] = {
             "MAPPO and IPPO, over N",
             common=CREDIT, runs=over_agents((8, 32, 64), lambda n: {"num_agents": n}, CRITIC_ALGOS),
             paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
+        ),
+        Study(
+            "value-norm-credit", "Credit-assignment game: value normalisation (MAPPO's ValueNorm) for each algorithm",
+            common=CREDIT, runs=over_agents((32, 64), lambda n: {"num_agents": n}, VALUE_NORM_ALGOS),
+            paper=dict(total_timesteps=150 * 64, num_seeds=8), against="num_agents", threshold=0.9,
+        ),
+        Study(
+            "value-norm-mpe", "MPE simple_spread (3 agents): value normalisation (MAPPO's ValueNorm) for each algorithm",
+            common=dict(env="mpe", time_limit="bootstrap"), runs=VALUE_NORM_ALGOS,
+            paper=dict(total_timesteps=1_000_000, num_seeds=8),
         ),
         Study(
             "critic-credit-pairs", "Non-additive credit game (pairs score only together): the factored Q-critic over N",

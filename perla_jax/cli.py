@@ -66,6 +66,7 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "critic_action_layer": "mlp Q-critic: hidden layer the others' actions enter: first (COMA input) or last (cheaper in K)",
     "critic_target": "what the PERLA Q-critic regresses: marginal (Algorithm 1: the K-sample mean Q^) or joint "
     "(Q at the joint action taken)",
+    "value_norm": "every critic regresses targets standardised by running statistics (MAPPO's ValueNorm)",
     "activation": "hidden-layer activation",
     "network": "ff (MLPs) or rnn (GRU after the first layer; sequence minibatches); default: rnn on SMAX, ff elsewhere",
     "time_limit": "a step at the time limit: bootstrap (truncation), terminal (no bootstrap) or observe (terminal, "

@@ -28,7 +28,7 @@ FLOAT32_MAX = 3.4028234663852886e38  # a larger number becomes inf in the compil
 # config.json that lacks one reads back as what it ran (not as today's default).
 LEGACY_VALUES = {
     "time_limit": "bootstrap", "critic_rank": 16, "critic_others_scale": 0.0, "critic_out_scale": 1.0,
-    "critic_state_path": False, "critic_pool": "mean",
+    "critic_state_path": False, "critic_pool": "mean", "value_norm": False,
 }
 # critic_arch before it existed: the Q-critics were the MLP, the V-critics have none (see ``from_dict``).
 LEGACY_Q_CRITIC_ARCH = "mlp"
@@ -64,6 +64,9 @@ class Config:
     is the initial scale of phi's output layer (0: the others' part starts at zero, so an untrained critic adds
     no noise from them), and ``critic_out_scale`` the initial scale of every critic's output layer (V critics
     too).
+
+    ``value_norm`` standardises every critic's regression targets by running statistics and de-standardises its
+    outputs wherever a value is used (``perla_jax.value_norm``, MAPPO's ValueNorm).
 
     ``eval_every`` > 0 makes ``experiments/run.py`` evaluate the greedy policies on ``eval_episodes``
     episodes per seed whenever a chunk of updates passes a multiple of ``eval_every`` (between compiled
@@ -124,6 +127,7 @@ class Config:
     critic_pool: str = "mean"
     critic_out_scale: float = 0.01
     critic_target: str = "joint"
+    value_norm: bool = False
     activation: str = "tanh"
     network: str = ""
     time_limit: str = ""
@@ -144,7 +148,7 @@ class Config:
         object.__setattr__(self, "total_timesteps", _as_int("total_timesteps", self.total_timesteps))
         for name in ("env", "map_name"):
             _check_str(name, getattr(self, name))
-        for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path"):
+        for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path", "value_norm"):
             _check_bool(name, getattr(self, name))
         _check_choice("algo", self.algo, ALGOS)
         _check_choice("advantage", self.advantage, ADVANTAGES)

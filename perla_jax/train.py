@@ -24,6 +24,7 @@ from perla_jax.envs.registry import make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
 from perla_jax.rollout import rollout
 from perla_jax.types import METRICS, Batch, CriticEstimates, RunnerState, SequenceStarts, Trajectory
+from perla_jax.value_norm import ValueNorm, initial_value_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +91,7 @@ def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic) 
             first=jnp.ones((cfg.num_envs,), bool),
             actor_hidden=agents.initial_actor_hidden((cfg.num_envs,)),
             critic_hidden=critic.inputs.initial_hidden((cfg.num_envs,)),
+            value_norm=initial_value_norm() if cfg.value_norm else None,
         )
 
     return init
@@ -163,8 +165,10 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             state.actor_hidden, state.first,
         )
         est = critic.estimate(
-            state.actor.params, state.critic.params, traj, k_est, state.actor_hidden, state.critic_hidden
+            state.actor.params, state.critic.params, traj, k_est, state.actor_hidden, state.critic_hidden,
+            state.value_norm,
         )
+        value_norm, targets, old_predictions = _in_critic_units(state.value_norm, est)
         batch = Batch(
             obs=traj.obs,
             state=traj.state,
@@ -172,8 +176,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             action=traj.action,
             log_prob=traj.log_prob,
             advantages=est.advantages,
-            targets=est.targets,
-            old_predictions=est.old_predictions,
+            targets=targets,
+            old_predictions=old_predictions,
             joint_samples=est.joint_samples,
             first=traj.first,
         )
@@ -197,10 +201,22 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             first=first,
             actor_hidden=actor_hidden,
             critic_hidden=est.critic_hidden,
+            value_norm=value_norm,
         )
         return new_state, {name: metrics[name] for name in METRICS}
 
     return train_step
+
+
+def _in_critic_units(
+    value_norm: ValueNorm | None, est: CriticEstimates
+) -> tuple[ValueNorm | None, chex.Array, chex.Array]:
+    """(statistics after this rollout, targets and rollout-time predictions in the network's units): standardised
+    by the statistics updated with this rollout's targets under ``Config.value_norm``, unchanged without it."""
+    if value_norm is None:
+        return None, est.targets, est.old_predictions
+    value_norm = value_norm.update(est.targets)
+    return value_norm, value_norm.normalise(est.targets), value_norm.normalise(est.old_predictions)
 
 
 def _update_metrics(

@@ -130,3 +130,4 @@ class RunnerState:
     first: chex.Array  # [E] obs begins an episode (recurrent hidden states reset there)
     actor_hidden: chex.Array | None = None  # [E, N, H] recurrent actor's hidden state (None: feed-forward)
     critic_hidden: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state
+    value_norm: Any = None  # value_norm.ValueNorm of the critic's targets (None: Config.value_norm off)

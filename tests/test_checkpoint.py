@@ -25,9 +25,10 @@ from perla_jax import Config, checkpoints, make_trainer, recording
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SCRIPT = ROOT / "experiments" / "run.py"
 NUM_UPDATES = 16  # chunks of 1: enough checkpoints for SIGTERM to land mid-run
-# Recurrent, so that resuming must restore the hidden states and episode-start flags bit for bit too.
+# Recurrent, so that resuming must restore the hidden states and episode-start flags bit for bit too; value
+# normalisation, so that its running statistics must be restored as well.
 TINY = (
-    "--algo mappo --network rnn --k 2 --seeds 2 --num-envs 2 --num-steps 8 --total-timesteps 256 --num-minibatches 2 "
+    "--algo mappo --network rnn --value-norm --k 2 --seeds 2 --num-envs 2 --num-steps 8 --total-timesteps 256 --num-minibatches 2 "
     "--update-epochs 1 --actor-hidden 8,8 --critic-hidden 8,8 --chunk-size 1"
 ).split()
 STOP_AT = 6

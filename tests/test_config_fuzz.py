@@ -140,6 +140,7 @@ STRATEGIES: dict[str, st.SearchStrategy] = {
     "critic_rank": _int(1, 32),
     "critic_others_scale": _float(0.0, 2.0),
     "critic_state_path": _bool(),
+    "value_norm": _bool(),
     "critic_pool": _choice(CRITIC_POOLS),
     "critic_out_scale": _float(0.0, 2.0),
     "critic_target": _choice(CRITIC_TARGETS),
@@ -232,7 +233,7 @@ def tiny_values(draw) -> dict:
         num_seeds=draw(st.integers(1, 2)),
         seed=draw(st.one_of(st.integers(0, 100), st.just(MAX_SEED))),
     )
-    for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path"):
+    for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path", "value_norm"):
         values[name] = draw(st.booleans())
     if values["algo"] in ("perla_mappo", "perla_ippo"):  # a V-critic refuses any architecture
         values["critic_arch"] = draw(st.sampled_from(("",) + CRITIC_ARCHS))

@@ -16,6 +16,7 @@ from perla_jax.advantages import TDLambda
 from perla_jax.config import Config
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.types import Batch, CriticEstimates, Trajectory
+from perla_jax.value_norm import ValueNorm
 
 
 class Critic(Protocol):
@@ -34,13 +35,16 @@ class Critic(Protocol):
         key: chex.PRNGKey,
         actor_hidden: chex.Array | None = None,
         critic_hidden: chex.Array | None = None,
+        value_norm: ValueNorm | None = None,
     ) -> CriticEstimates:
         """Values, advantages and targets for a rollout ``traj [T, E, ...]``; recurrent networks start from the
-        hidden states ``[E, N, H]`` they had at the rollout's first step (default: zeros)."""
+        hidden states ``[E, N, H]`` they had at the rollout's first step (default: zeros). With ``value_norm`` the
+        network's outputs are standardised values, de-standardised here (``as_values``); every estimate is in
+        value units."""
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
         """The prediction ``[..., N]`` the loss regresses onto ``mb.targets`` (recurrent: replayed from
-        ``start_hidden``)."""
+        ``start_hidden``), in the network's own units (standardised under ``Config.value_norm``)."""
 
 
 def td_lambda_of(cfg: Config, traj: Trajectory) -> TDLambda:
@@ -54,6 +58,18 @@ def td_lambda_of(cfg: Config, traj: Trajectory) -> TDLambda:
 def rollout_lead(traj: Trajectory) -> tuple[int, ...]:
     """The axes between time and agent of a rollout's observations: ``(E,)``."""
     return traj.obs.shape[1:-2]
+
+
+def as_values(value_norm: ValueNorm | None, outputs: chex.Array) -> chex.Array:
+    """A critic network's outputs in value units: de-standardised with ``value_norm``, unchanged without it. Every
+    value the estimates use is affine in the output layer (K-sample means, expectations over own actions), so
+    de-standardising them equals de-standardising each output."""
+    return outputs if value_norm is None else value_norm.denormalise(outputs)
+
+
+def as_value_variance(value_norm: ValueNorm | None, variance: chex.Array) -> chex.Array:
+    """A variance of outputs in value units squared."""
+    return variance if value_norm is None else variance * value_norm.scale**2
 
 
 def or_default(hidden: Any, default: Any) -> Any:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, others_share
 from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.critics.base import td_lambda_of
+from perla_jax.critics.base import as_values, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.marginalisation import sample_variance
 from perla_jax.networks.continuous import ContinuousQNetwork
@@ -77,7 +77,8 @@ class ContinuousQCritic:
         """Q^_i(s, a_i) at the actions ``[..., N, A]`` over the K samples ``[..., K, N, A]``: ``[..., N]``."""
         return self.q_samples(params, obs, state, joint_samples, actions[..., None, :])[..., 0, :].mean(axis=-1)
 
-    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None):
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None,
+                 value_norm=None):
         """For each step the critic is evaluated at the taken action and at M fresh own actions, against the same
         K joint samples: Q^_i(s, a_i) is the mean over K at the taken action, V^_i(s) the mean over M and K.
         Feed-forward only (Config refuses rnn with Box actions), so the hidden states are unused."""
@@ -94,15 +95,16 @@ class ContinuousQCritic:
             critic_params, traj.obs, traj.state, samples_now,
             jnp.concatenate([traj.action[..., None, :], own_now], axis=-2),
         )  # [T, E, N, 1+M, K]
+        per_sample = as_values(value_norm, per_sample)
         final_sample = self._chunked(
             critic_params, steps.take(traj.final_obs), steps.take(traj.final_state), steps.take(samples_final),
             steps.take(own_final),
         )  # [C, E, N, M, K]
         q_taken = per_sample[..., 0, :].mean(axis=-1)  # Q^_i(s, a_i) [T, E, N]
         v_now = per_sample[..., 1:, :].mean(axis=(-2, -1))  # V^_i(s) [T, E, N]
-        v_final = steps.put(final_sample.mean(axis=(-2, -1)), t)
+        v_final = steps.put(as_values(value_norm, final_sample).mean(axis=(-2, -1)), t)
         # Q(s, a_i, a_-i) at the joint action taken: the taken actions as the one joint sample and the own sample.
-        q_joint = self.q_joint(critic_params, traj.obs, traj.state, traj.action)
+        q_joint = as_values(value_norm, self.q_joint(critic_params, traj.obs, traj.state, traj.action))
         values = MarginalValues(q_taken=q_taken, v_now=v_now, v_final=v_final, ended=traj.terminated | traj.truncated,
                                 q_joint=q_joint)
         td = td_lambda_of(cfg, traj)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, expected_value, others_share, take_action
 from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.critics.base import or_default, rollout_lead, td_lambda_of
+from perla_jax.critics.base import as_value_variance, as_values, or_default, rollout_lead, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.marginalisation import marginal_q_head
 from perla_jax.networks.discrete import QCritic
@@ -46,7 +46,8 @@ class DiscreteQCritic:
         n = self.inputs.num_agents
         return self.inputs.init(key, lambda k, x: self.network.init(k, x, jnp.zeros((n,), jnp.int32)))
 
-    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None):
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None,
+                 value_norm=None):
         cfg, lead, t = self.cfg, rollout_lead(traj), traj.obs.shape[0]
         actor_hidden = or_default(actor_hidden, self.agents.initial_actor_hidden(lead))
         critic_hidden = or_default(critic_hidden, self.inputs.initial_hidden(lead))
@@ -58,8 +59,10 @@ class DiscreteQCritic:
         samples_now, samples_final = jnp.split(self.agents.sample_others(key, policy), [t])  # [T, E, K, N] each
         q_now, q_var = self._marginal(head, inputs_now, samples_now, traj.action)  # [T, E, N, A], [T, E, N]
         q_final, _ = self._marginal(head, inputs_final, steps.take(samples_final))  # [C, E, N, A]
+        q_now, q_final = as_values(value_norm, q_now), as_values(value_norm, q_final)
+        q_var = as_value_variance(value_norm, q_var)
         q_taken = take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
-        q_joint = take_action(self.network.apply(head, inputs_now, traj.action), traj.action)  # Q(s, a_i, a_-i)
+        q_joint = as_values(value_norm, take_action(self.network.apply(head, inputs_now, traj.action), traj.action))
         values = MarginalValues(
             q_taken=q_taken,
             v_now=expected_value(q_now, probs_now),  # V^_i(s_t)

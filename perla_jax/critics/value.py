@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from perla_jax.advantages import next_step_values
 from perla_jax.config import Config
-from perla_jax.critics.base import or_default, rollout_lead, td_lambda_of
+from perla_jax.critics.base import as_values, or_default, rollout_lead, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.networks.layers import VCritic
 from perla_jax.types import Batch, CriticEstimates, Trajectory
@@ -29,14 +29,15 @@ class ValueCritic:
     def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
         return self.inputs.init(key, self.network.init)
 
-    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None):
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None,
+                 value_norm=None):
         del actor_params, key, actor_hidden
         hidden0 = or_default(critic_hidden, self.inputs.initial_hidden(rollout_lead(traj)))
         t = traj.obs.shape[0]
         steps = self.inputs.bootstrap_steps(traj)
         head, inputs_now, inputs_final, critic_last = self.inputs.rollout(critic_params, hidden0, traj, steps)
-        values = self.network.apply(head, inputs_now)  # [T, E, N]
-        final_values = steps.put(self.network.apply(head, inputs_final), t)  # only where a target reads it
+        values = as_values(value_norm, self.network.apply(head, inputs_now))  # [T, E, N]
+        final_values = steps.put(as_values(value_norm, self.network.apply(head, inputs_final)), t)  # where read
         td = td_lambda_of(self.cfg, traj)
         returns = td.returns(next_step_values(values, final_values, td.ended))
         return CriticEstimates(
