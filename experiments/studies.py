@@ -201,6 +201,12 @@ STUDIES: dict[str, Study] = {
             common=dict(env="mpe", time_limit="bootstrap"), runs=VALUE_NORM_ALGOS,
             paper=dict(total_timesteps=1_000_000, num_seeds=8),
         ),
+        Study(  # value-norm-mpe's runs with value normalisation, paired against MAPPO with it
+            "value-norm-mpe-on", "MPE simple_spread (3 agents), every algorithm with value normalisation",
+            common=dict(env="mpe", time_limit="bootstrap"),
+            runs={label: fields for label, fields in VALUE_NORM_ALGOS.items() if fields["value_norm"]},
+            paper=dict(total_timesteps=1_000_000, num_seeds=8), baseline="mappo value norm",
+        ),
         Study(
             "critic-credit-pairs", "Non-additive credit game (pairs score only together): the factored Q-critic over N",
             common=dict(CREDIT, env="credit_pairs"), runs=over_agents((8, 32), lambda n: {"num_agents": n},

@@ -179,3 +179,38 @@ def test_critic_arch_choice_and_refusals():
         Config(critic_rank=0)
     with pytest.raises(ValueError, match=r"critic_out_scale=-1.0 is invalid"):
         Config(critic_out_scale=-1.0)
+
+
+@pytest.mark.parametrize("network", ["ff", "rnn"])
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_a_decentralised_critic_never_reads_the_others_observations(network, pool):
+    """perla_ippo: agent i's Q moves with its own observation and the others' actions, not with their observations
+    (phi and the attention see only their ids); perla_mappo's does move with them."""
+    moved = {}
+    for algo in ("perla_ippo", "perla_mappo"):
+        cfg = Config(algo=algo, network=network, critic_pool=pool, critic_others_scale=1.0, num_envs=2, num_steps=4,
+                     total_timesteps=8, num_minibatches=1)
+        env = make_env(cfg.env)
+        critic = make_critic(cfg, env, Agents.build(cfg, env))
+        params = critic.init(jax.random.PRNGKey(0))
+        if pool == "attention":
+            params = jax.tree_util.tree_map_with_path(
+                lambda path, x: jax.random.normal(jax.random.PRNGKey(9), x.shape)
+                if "key" in jax.tree_util.keystr(path) else x, params)
+        obs = jax.random.normal(jax.random.PRNGKey(1), (1, 1, env.num_agents, env.obs_dim))  # [T, E, N, O]
+        others_moved = obs.at[..., 1:, :].add(1.0)  # every agent but agent 0
+        joint = jnp.array([[[1, 2, 3]]])
+
+        def q(o):
+            head, inputs = critic.inputs.sequence(params, critic.inputs.initial_hidden((1,)), o, o.reshape(1, 1, -1),
+                                                  jnp.ones((1, 1), bool))
+            return critic.network.apply(head, inputs, joint)[..., 0, :]  # agent 0's Q over its actions
+
+        assert float(jnp.abs(q(obs) - q(obs.at[..., 0, :].add(1.0))).max()) > 1e-4  # its own observation counts
+        with_others = critic.network.apply(params if network == "ff" else params["head"],
+                                           critic.inputs.sequence(params, critic.inputs.initial_hidden((1,)), obs,
+                                                                  obs.reshape(1, 1, -1), jnp.ones((1, 1), bool))[1],
+                                           jnp.array([[[1, 4, 0]]]))[..., 0, :]
+        assert float(jnp.abs(q(obs) - with_others).max()) > 1e-4  # the others' actions count
+        moved[algo] = float(jnp.abs(q(obs) - q(others_moved)).max())
+    assert moved["perla_ippo"] == 0.0 and moved["perla_mappo"] > 1e-4

@@ -55,7 +55,7 @@ class ContinuousQCritic:
         if cfg.critic_arch == "factored":
             network = FactoredContinuousQ(
                 n, a, head_hidden, cfg.activation, inputs.head_agent_dim, cfg.critic_rank, cfg.critic_others_scale,
-                cfg.critic_out_scale, cfg.critic_pool,
+                cfg.critic_out_scale, cfg.critic_pool, not inputs.spec.centralised,
             )
         else:
             network = ContinuousQNetwork(n, a, head_hidden, cfg.activation, cfg.critic_out_scale)

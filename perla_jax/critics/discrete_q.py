@@ -33,7 +33,7 @@ class DiscreteQCritic:
         if cfg.critic_arch == "factored":
             network = FactoredQCritic(
                 agents.num_agents, num_actions, head_hidden, cfg.activation, inputs.head_agent_dim, cfg.critic_rank,
-                cfg.critic_others_scale, cfg.critic_out_scale, cfg.critic_pool,
+                cfg.critic_others_scale, cfg.critic_out_scale, cfg.critic_pool, not inputs.spec.centralised,
             )
         else:
             action_layer = 0 if cfg.critic_action_layer == "first" else len(head_hidden) - 1

@@ -71,6 +71,7 @@ class _FactoredPaths(nn.Module):
     agent_dim: int
     rank: int
     pool: str  # "mean" over j != i, or "attention" weights from the agents' own parts (see ``pool_rows``)
+    decentralised: bool = False  # what agent j shows the others: see ``others_view``
 
     def setup(self) -> None:
         self.own_layers = [dense(h) for h in self.hidden]
@@ -86,9 +87,18 @@ class _FactoredPaths(nn.Module):
         there with the actions in the keys)."""
         if self.pool == "mean":
             return pool_others(rows)
-        agent = features[..., : self.agent_dim]
+        agent = self.others_view(features)
         weights = attention_weights(self.query(agent), self.key(agent))  # [..., N, N]
         return jnp.einsum("...ij,...kjr->...kir", weights, rows)
+
+    def others_view(self, features: chex.Array) -> chex.Array:
+        """What phi and the attention read of every agent j, ``[..., N, D]``: its own part (observation, time left,
+        id) for a centralised critic; for a decentralised one (perla_ippo) only its one-hot id, so that agent i's
+        critic conditions on its own observation and the others' actions, never on their observations."""
+        if not self.decentralised:
+            return features[..., : self.agent_dim]
+        n = features.shape[-2]
+        return jnp.broadcast_to(jnp.eye(n, dtype=features.dtype), (*features.shape[:-1], n))
 
     def own(self, features: chex.Array) -> chex.Array:
         """``[..., N, F]`` -> the own path's pre-activation of the last hidden layer ``[..., N, H]``."""
@@ -112,16 +122,18 @@ class FactoredQCritic(nn.Module):
     others_scale: float = 0.0
     out_scale: float = 1.0
     pool: str = "mean"
+    decentralised: bool = False  # perla_ippo: phi sees the others' ids, not their observations
 
     def setup(self) -> None:
-        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.rank, self.pool)
+        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.rank, self.pool,
+                                    self.decentralised)
         # phi: every action's row at once, [..., N, A*R]; scale 0 starts it at zero.
         self.phi = MLP(self.hidden[:-1], self.num_actions * self.rank, self.others_scale, self.activation)
         self.out = dense(self.num_actions, self.out_scale)
 
     def others_table(self, features: chex.Array) -> chex.Array:
         """``[..., N, F]`` -> phi of every agent at every action ``[..., N, A, R]``."""
-        rows = self.phi(features[..., : self.agent_dim])
+        rows = self.phi(self.paths.others_view(features))
         return rows.reshape(*rows.shape[:-1], self.num_actions, self.rank)
 
     def hidden_samples(self, features: chex.Array, joint_samples: chex.Array) -> chex.Array:
@@ -159,9 +171,11 @@ class FactoredContinuousQ(nn.Module):
     others_scale: float = 0.0
     out_scale: float = 1.0
     pool: str = "mean"
+    decentralised: bool = False  # perla_ippo: phi sees the others' ids, not their observations
 
     def setup(self) -> None:
-        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.rank, self.pool)
+        self.paths = _FactoredPaths(self.hidden, self.activation, self.agent_dim, self.rank, self.pool,
+                                    self.decentralised)
         self.phi_state = [dense(h) for h in self.hidden[:-1]] + [dense(self.hidden[-1])]
         self.phi_action = dense(self.hidden[-1], use_bias=False)
         self.phi_out = dense(self.rank, self.others_scale)
@@ -169,7 +183,7 @@ class FactoredContinuousQ(nn.Module):
         self.out = dense(1, self.out_scale)
 
     def _phi_pre(self, features: chex.Array) -> chex.Array:
-        return pre_activation(self.phi_state, self.activation, features[..., : self.agent_dim])  # [..., N, H]
+        return pre_activation(self.phi_state, self.activation, self.paths.others_view(features))  # [..., N, H]
 
     def q_samples(self, features: chex.Array, joint_samples: chex.Array, own_actions: chex.Array) -> chex.Array:
         """Q(s, a_i^(m), a_-i^(k)) ``[..., N, M, K]`` from ``features [..., N, F]``, ``joint_samples
