@@ -45,7 +45,6 @@ TINY = dict(num_envs=4, num_steps=12, k=3, actor_hidden=(8, 8), critic_hidden=(8
             update_epochs=1, own_action_samples=2, time_limit="bootstrap")
 CASES = {
     "mappo": dict(algo="mappo"),
-    "mappo rnn": dict(algo="mappo", network="rnn"),
     "perla_mappo factored": dict(algo="perla_mappo"),
     "perla_ippo mlp": dict(algo="perla_ippo", critic_arch="mlp"),
     "perla_mappo box": dict(algo="perla_mappo", env="toy"),
@@ -53,23 +52,22 @@ CASES = {
 
 
 def _output_layer(params: dict) -> tuple[tuple[str, ...], dict]:
-    """The path to a critic's output layer: ``out``, or an MLP's last Dense."""
-    head = params["head"] if "head" in params else params
-    if "out" in head["params"]:
-        return ("params", "out"), head["params"]["out"]
-    mlp = head["params"]["MLP_0"]
+    """The path to a (feed-forward) critic's output layer: ``out``, or an MLP's last Dense."""
+    if "out" in params["params"]:
+        return ("params", "out"), params["params"]["out"]
+    mlp = params["params"]["MLP_0"]
     last = max(mlp, key=lambda name: int(name.split("_")[1]))
     return ("params", "MLP_0", last), mlp[last]
 
 
 def _with_output(params: dict, path: tuple[str, ...], layer: dict) -> dict:
-    head = dict(params["head"] if "head" in params else params)
-    node = head
+    params = dict(params)
+    node = params
     for name in path[:-1]:
         node[name] = dict(node[name])
         node = node[name]
     node[path[-1]] = layer
-    return {**params, "head": head} if "head" in params else head
+    return params
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
