@@ -7,9 +7,10 @@ trainer calls these two and nothing else of a critic.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import chex
+import jax
 import flax.linen as nn
 
 from perla_jax.advantages import TDLambda
@@ -70,6 +71,13 @@ def as_values(value_norm: ValueNorm | None, outputs: chex.Array) -> chex.Array:
 def as_value_variance(value_norm: ValueNorm | None, variance: chex.Array) -> chex.Array:
     """A variance of outputs in value units squared."""
     return variance if value_norm is None else variance * value_norm.scale**2
+
+
+def over_time_chunks(fn: Callable[..., Any], xs: tuple, chunk: int) -> Any:
+    """``fn`` over a rollout's leading time axis ``[L, ...]`` of every array in ``xs`` (None entries pass through),
+    ``chunk`` steps at a time (``Config.critic_time_chunk``): the chunk bounds the peak memory of a per-sample critic
+    batch, not its values."""
+    return jax.lax.map(lambda x: fn(*x), xs, batch_size=min(chunk, jax.tree.leaves(xs)[0].shape[0]))
 
 
 def or_default(hidden: Any, default: Any) -> Any:

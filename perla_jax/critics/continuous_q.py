@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, others_share
 from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.critics.base import as_values, td_lambda_of
+from perla_jax.critics.base import as_values, over_time_chunks, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.marginalisation import sample_variance
 from perla_jax.networks.continuous import ContinuousQNetwork
@@ -120,12 +120,9 @@ class ContinuousQCritic:
         )
 
     def _chunked(self, params, obs, state, joint_samples, own_actions) -> chex.Array:
-        """``q_samples`` over a rollout's steps ``[L, E, ...]`` in time chunks (``Config.critic_time_chunk``), which
-        bound the peak memory of the per-sample critic batch."""
-        return jax.lax.map(
-            lambda x: self.q_samples(params, *x),
-            (obs, state, joint_samples, own_actions),
-            batch_size=min(self.cfg.critic_time_chunk, obs.shape[0]),
+        """``q_samples`` over a rollout's steps ``[L, E, ...]`` in time chunks (``over_time_chunks``)."""
+        return over_time_chunks(
+            lambda *x: self.q_samples(params, *x), (obs, state, joint_samples, own_actions), self.cfg.critic_time_chunk
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 import chex
-import jax
 import jax.numpy as jnp
 
 from perla_jax.advantages import ADVANTAGE_ESTIMATORS, MarginalValues, expected_value, others_share, take_action
 from perla_jax.agents import Agents
 from perla_jax.config import Config
-from perla_jax.critics.base import as_value_variance, as_values, or_default, rollout_lead, td_lambda_of
+from perla_jax.critics.base import (
+    as_value_variance, as_values, or_default, over_time_chunks, rollout_lead, td_lambda_of,
+)
 from perla_jax.critics.inputs import CriticInputs
 from perla_jax.marginalisation import marginal_q_head
 from perla_jax.networks.discrete import QCritic
@@ -88,12 +89,10 @@ class DiscreteQCritic:
         )
 
     def _marginal(self, head, inputs: chex.Array, samples: chex.Array, own_actions: chex.Array | None = None):
-        """``marginal_q_head`` over a rollout's steps ``[L, E, ...]``, in time chunks that bound the peak memory of the
-        ``[L, E, N, K, H]`` per-sample critic batch."""
-        return jax.lax.map(
-            lambda x: marginal_q_head(self.network, head, *x),
-            (inputs, samples, own_actions),
-            batch_size=min(self.cfg.critic_time_chunk, inputs.shape[0]),
+        """``marginal_q_head`` over a rollout's steps ``[L, E, ...]`` in time chunks (``over_time_chunks``)."""
+        return over_time_chunks(
+            lambda *x: marginal_q_head(self.network, head, *x), (inputs, samples, own_actions),
+            self.cfg.critic_time_chunk,
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
