@@ -52,6 +52,9 @@ RUN_PY = Path(__file__).with_name("run.py")
 FIGURES = Path("docs/figures")
 WALL_FILE = "suite_wall_s.txt"  # seconds each launch of the run took, one line per launch
 # run.py's exit statuses when a signal stopped it after a checkpoint (128 + the signal's number)
+# Fields that change memory and float rounding, not what a run computes: hashed at the value the folders were first
+# named with, so a run is found again whatever they are set to.
+HASHED_AS = {"critic_time_chunk": 32}
 STOPPED_EXIT = {128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGINT: "SIGINT"}
 
 
@@ -96,6 +99,7 @@ def run_folder(out: Path, budget: str, cfg: Config) -> Path:
     Config's JSON>``: named by the Config alone, so studies that share a Config under different labels share its run."""
     # A field added later is left out at the value runs had before it existed, so their folders keep their names.
     fields = {name: value for name, value in cfg.to_dict().items() if LEGACY_VALUES.get(name, object()) != value}
+    fields.update(HASHED_AS)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     # cpu and paper runs share one folder: a Config names its run, whichever budget asked for it
     return out / ("smoke" if budget == "smoke" else "paper") / f"{cfg.algo}-{digest}"

@@ -39,8 +39,8 @@ class Config:
     """Training configuration.
 
     ``critic_time_chunk`` is how many time steps of the K-sample critic batch (K x agents x envs values
-    per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results'
-    meaning.
+    per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results' meaning
+    (only their float rounding). One step at a time is also the fastest on CPU (each step's batch stays in cache).
 
     ``critic_target`` is what the PERLA Q-critic regresses onto the TD(lambda) returns (which bootstrap on the
     marginal V^ either way): ``marginal`` (Algorithm 1 read literally) regresses the K-sample mean Q^_i(s, a_i),
@@ -133,7 +133,7 @@ class Config:
     time_limit: str = ""
     actor_agent_id: bool = False
     share_actor: bool = True
-    critic_time_chunk: int = 32
+    critic_time_chunk: int = 1
     eval_every: int = 0
     eval_episodes: int = 16
     own_action_samples: int = 4

@@ -239,3 +239,23 @@ def test_exact_share_cell_reads_the_success_probability_off_the_return():
     assert suite.exact_share_cell(pairs, phase) == f"{want:.3f}"
     assert suite.exact_share_cell(_run_with_returns([[0.5, 0.5]], env="credit", algo="mappo"), phase) == "-"
     assert suite.exact_share_cell(_run_with_returns([[0.5, 0.5]], env="mpe"), phase) == "-"
+
+
+def test_run_folder_is_named_by_what_the_run_computes(tmp_path):
+    """The folder is the SHA-256 of the Config's JSON without fields at their pre-existing values; the time chunk
+    (memory and rounding only) is hashed at 32 whatever it is set to, so the runs named before its default changed
+    are found again; a field that changes the run changes the folder."""
+    import hashlib
+    import json
+
+    from perla_jax import Config
+    from perla_jax.config import LEGACY_VALUES
+
+    cfg = Config(algo="perla_mappo", env="credit")
+    fields = {k: v for k, v in cfg.to_dict().items() if LEGACY_VALUES.get(k, object()) != v}
+    fields["critic_time_chunk"] = 32
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    assert suite.run_folder(tmp_path, "cpu", cfg) == tmp_path / "paper" / f"perla_mappo-{digest}"
+    assert suite.run_folder(tmp_path, "paper", cfg.replace(critic_time_chunk=7)) == suite.run_folder(tmp_path, "cpu", cfg)
+    assert suite.run_folder(tmp_path, "cpu", cfg.replace(k=4)) != suite.run_folder(tmp_path, "cpu", cfg)
+    assert suite.run_folder(tmp_path, "smoke", cfg).parent == tmp_path / "smoke"
