@@ -68,7 +68,7 @@ def ensure_folder(folder: Path, cfg: Config) -> bool:
     """Creates ``folder`` with ``cfg``'s config.json, or checks the one there; True when the run is finished."""
     if (folder / recording.CONFIG_FILE).is_file():
         stored = recording.read_config(folder)
-        if stored.to_dict() != cfg.to_dict():
+        if {**stored.to_dict(), **HASHED_AS} != {**cfg.to_dict(), **HASHED_AS}:
             raise SystemExit(f"{folder} holds another config ({recording.CONFIG_FILE}): remove it or choose "
                              f"another --out; stored {stored.to_dict()} != wanted {cfg.to_dict()}")
         metrics = folder / recording.METRICS_FILE

@@ -259,3 +259,9 @@ def test_run_folder_is_named_by_what_the_run_computes(tmp_path):
     assert suite.run_folder(tmp_path, "paper", cfg.replace(critic_time_chunk=7)) == suite.run_folder(tmp_path, "cpu", cfg)
     assert suite.run_folder(tmp_path, "cpu", cfg.replace(k=4)) != suite.run_folder(tmp_path, "cpu", cfg)
     assert suite.run_folder(tmp_path, "smoke", cfg).parent == tmp_path / "smoke"
+    # a folder written with another chunk is the same run; another K is not
+    folder = suite.run_folder(tmp_path, "cpu", cfg)
+    assert suite.ensure_folder(folder, cfg.replace(critic_time_chunk=32)) is False
+    assert suite.ensure_folder(folder, cfg) is False
+    with pytest.raises(SystemExit, match="holds another config"):
+        suite.ensure_folder(folder, cfg.replace(k=4))
