@@ -38,7 +38,8 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
     from perla_jax import Config, make_env, make_trainer
     from perla_jax.acting import act_step
 
-    cfg = Config(algo="mappo" if algo == RANDOM else algo, k=k, **base)
+    # K exists only for the Q-critics (Config refuses it elsewhere); the other rows keep the default.
+    cfg = Config(algo="mappo" if algo == RANDOM else algo, **({"k": k} if algo.startswith("perla") else {}), **base)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), seeds)
     steps = updates * cfg.num_envs * cfg.num_steps * seeds
     if algo != RANDOM:
@@ -303,7 +304,9 @@ def grid_specs(args: argparse.Namespace) -> list[dict]:
     for seeds in args.seeds:
         for algo in args.algos + ([] if args.no_random else [RANDOM]):
             perla = algo.startswith("perla")
-            for layer in args.action_layers if perla else [None]:
+            # the action layer is the MLP Q-critic's (Config refuses it for the factored one)
+            mlp = (args.config.get("critic_arch") or DEFAULT_CRITIC_ARCH) == "mlp"
+            for layer in args.action_layers if perla and mlp else [None]:
                 base = {**args.config, **({"critic_action_layer": layer} if layer else {})}
                 for k in args.ks if perla else [1]:
                     specs.append(

@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(num_envs=4, num_steps=16, total_timesteps=64 * 3, k=4, actor_hidden=(16, 16), critic_hidden=(16, 16),
+TINY = dict(num_envs=4, num_steps=16, total_timesteps=64 * 3, actor_hidden=(16, 16), critic_hidden=(16, 16),
             num_minibatches=2, update_epochs=2)
 RUNS = {
     "mpe_perla_td": dict(),
     "mpe_perla_cv": dict(advantage="perla_cv"),
     "mpe_perla_sarsa": dict(advantage="sarsa"),
-    "mpe_perla_first_layer": dict(critic_action_layer="first"),
+    "mpe_perla_first_layer": dict(critic_arch="mlp", critic_action_layer="first"),
     "mpe_perla_ippo": dict(algo="perla_ippo"),
     "mpe_mappo": dict(algo="mappo"),
     "mpe_ippo_unshared_ids": dict(algo="ippo", share_actor=False, actor_agent_id=True),
@@ -80,7 +80,8 @@ def fingerprint(out: Path) -> None:
 
     result = {}
     for name, changes in RUNS.items():
-        kw, env = {**TINY, **changes}, None
+        perla = changes.get("algo", "perla").startswith("perla")  # K is refused for the V-critic algorithms
+        kw, env = {**TINY, **({"k": 4} if perla else {}), **changes}, None
         if kw.get("env") == "toy":
             kw["env"], env = "mabrax", ContinuousMultiAgentEnv(name="toy", env=ToyContinuous(max_steps=5))
         trainer = make_trainer(Config(**kw), env)

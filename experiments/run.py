@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 
 from perla_jax import Config, checkpoints, make_trainer, recording
-from perla_jax.cli import HelpFormatter, add_config_options, config_from_args
+from perla_jax.cli import HelpFormatter, add_config_options, check_given_apply, config_from_args
 from perla_jax.evaluation import PERIODIC_FILE, append_periodic, make_evaluator
 from perla_jax.outputs import divergence
 from perla_jax.outputs.divergence import EXIT_CODE as DIVERGED_EXIT
@@ -163,6 +163,7 @@ def _resume_plan(
         given = vars(build_parser(config_defaults=False).parse_args(sys.argv[1:] if argv is None else argv))
         requested = stored.replace(**{f.name: given[f.name] for f in dataclasses.fields(Config)
                                       if given[f.name] is not None})
+        check_given_apply(requested, given)
     except ValueError as e:
         parser.error(str(e))
     diff = checkpoints.config_differences(stored.to_dict(), requested.to_dict())

@@ -71,10 +71,10 @@ def over_agents(counts: tuple[int, ...], env_kwargs, algos=None) -> dict[str, di
             for name, fields in (SCALING_ALGOS if algos is None else algos).items()}
 
 
-CRITIC_CAPACITY = {  # where the others' actions enter the Q-critic, and its width (issue 11: the critic's capacity
-    # to model state x others'-actions interactions limits what the control variate can remove)
+CRITIC_CAPACITY = {  # where the others' actions enter the MLP Q-critic, and its width (issue 11: the critic's
+    # capacity to model state x others'-actions interactions limits what the control variate can remove)
     f"perla_mappo joint {advantage} {layer} {width}": dict(
-        algo="perla_mappo", critic_target="joint", advantage=advantage, k=16, critic_action_layer=layer,
+        algo="perla_mappo", critic_arch="mlp", critic_target="joint", advantage=advantage, k=16, critic_action_layer=layer,
         critic_hidden=(width, width))
     for advantage in ("td", "perla_cv1")
     for layer in ("last", "first")

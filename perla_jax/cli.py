@@ -165,5 +165,18 @@ def config_from_args(args: argparse.Namespace, given: dict | None = None) -> Con
         if given is None:
             raise ValueError("preset needs the options given on the command line (parse with config_defaults=False)")
         names = {f.name for f in dataclasses.fields(Config)}
-        return preset_config(args.preset, {k: v for k, v in given.items() if k in names and v is not None})
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+        cfg = preset_config(args.preset, {k: v for k, v in given.items() if k in names and v is not None})
+    else:
+        cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    check_given_apply(cfg, given or {})
+    return cfg
+
+
+def check_given_apply(cfg: Config, given: dict) -> None:
+    """Refuses an option given on the command line that ``cfg``'s critic never reads, even at its default value
+    (``--algo mappo --k 16``): Config itself can only refuse values that differ from the default."""
+    for name, applies_to in cfg.inapplicable().items():
+        if given.get(name) is not None:
+            raise ValueError(
+                f"{option_name(name)} {given[name]!r} does nothing with algo={cfg.algo!r}: it applies to {applies_to}"
+            )

@@ -19,6 +19,13 @@ CRITIC_POOLS = ("mean", "attention")
 DEFAULT_CRITIC_ARCH = "factored"  # what critic_arch="" resolves to for a Q-critic (README, "Defaults and why")
 CRITIC_TARGETS = ("marginal", "joint")
 NETWORKS = ("ff", "rnn")
+# Fields that only some critics read (``Config.inapplicable``): a value other than the default for a critic that
+# ignores it is refused, so a run is never labelled with a setting that did nothing.
+Q_CRITIC_FIELDS = ("k", "advantage", "critic_target", "critic_arch", "own_action_samples")
+ARCH_FIELDS = {
+    "factored": ("critic_rank", "critic_others_scale", "critic_state_path", "critic_pool"),
+    "mlp": ("critic_action_layer",),
+}
 # Counters and sizes reach XLA as int32 (jax's default without x64), so larger ints overflow or wrap there.
 MAX_INT = 2**31 - 1
 # jax.random.PRNGKey keeps the low 32 bits of a seed without x64: 2**32 would be seed 0 again.
@@ -174,6 +181,7 @@ class Config:
             _check_range(name, getattr(self, name), 0.0, math.inf)
         self._check_batch_sizes()
         self._check_critic_arch()
+        self._check_applicable()
         family = env_family(self.env)
         check_map(self.env, self.map_name)
         self._check_network(family.default_network, family.continuous)
@@ -225,6 +233,28 @@ class Config:
         if self.critic_arch == "":
             object.__setattr__(self, "critic_arch", DEFAULT_CRITIC_ARCH)
         _check_choice("critic_arch", self.critic_arch, CRITIC_ARCHS)
+
+    def inapplicable(self) -> dict[str, str]:
+        """Field -> what it applies to, for every field this Config's critic never reads."""
+        q_algos = ", ".join(name for name, spec in ALGO_SPECS.items() if spec.critic == "q")
+        if not self.uses_q_critic:
+            names = Q_CRITIC_FIELDS + sum(ARCH_FIELDS.values(), ())
+            return {name: f"the joint-action Q-critics of {q_algos}" for name in names}
+        # own_action_samples applies to Box actions only; make_critic refuses it where the env, known there, is
+        # discrete (Config's env name may not be the env a trainer is given).
+        return {name: f"critic_arch={arch!r}" for arch, names in ARCH_FIELDS.items() if arch != self.critic_arch
+                for name in names}
+
+    def _check_applicable(self) -> None:
+        """Refuses a non-default value of a field the critic never reads (``inapplicable``)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+        for name, applies_to in self.inapplicable().items():
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} does nothing with algo={self.algo!r}"
+                    f"{'' if not self.uses_q_critic else f', critic_arch={self.critic_arch!r}'} on env={self.env!r}: "
+                    f"it applies to {applies_to}; leave it at its default ({defaults[name]!r})"
+                )
 
     def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":
@@ -292,7 +322,19 @@ class Config:
         if "critic_arch" not in values and ALGO_SPECS.get(values.get("algo", cls.algo), None) is not None:
             if ALGO_SPECS[values.get("algo", cls.algo)].critic == "q":
                 legacy["critic_arch"] = LEGACY_Q_CRITIC_ARCH
-        return cls(**{**legacy, **values})
+        # Settings the run's critic never read did nothing: they read back at their defaults, so runs recorded
+        # before they were refused (``_check_applicable``) still load.
+        return cls.applicable_of({**legacy, **values})
+
+    @classmethod
+    def applicable_of(cls, values: Mapping[str, Any]) -> "Config":
+        """The Config of ``values`` with the settings its critic never reads (``inapplicable``) at their defaults:
+        one settings dict shared by several algorithms (``k`` beside ``algo="mappo"``) builds each one's Config.
+        ``Config(**values)`` refuses them instead. ``critic_arch`` decides which of its options apply and is kept."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        restricted = [name for name in Q_CRITIC_FIELDS + sum(ARCH_FIELDS.values(), ()) if name != "critic_arch"]
+        probe = cls(**{**values, **{name: defaults[name] for name in restricted}})
+        return cls(**{**values, **{name: defaults[name] for name in probe.inapplicable() if name != "critic_arch"}})
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -121,7 +121,10 @@ def test_grid_specs_carry_the_config_into_every_row(bench):
     assert [(s["algo"], s["k"]) for s in specs] == [("mappo", 1), ("perla_mappo", 4), ("perla_mappo", 16),
                                                     (bench.RANDOM, 1)]
     assert all(s["base"]["env"] == "smax" and s["base"]["map_name"] == "2s3z" for s in specs)
-    assert [s["base"].get("critic_action_layer") for s in specs] == [None, "last", "last", None]
+    # the action layer is the MLP Q-critic's only: carried with critic_arch mlp, left out for the factored default
+    assert [s["base"].get("critic_action_layer") for s in specs] == [None, None, None, None]
+    args.config = dict(config, critic_arch="mlp")
+    assert [s["base"].get("critic_action_layer") for s in bench.grid_specs(args)] == [None, "last", "last", None]
 
 
 @pytest.fixture(scope="module")

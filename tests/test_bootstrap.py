@@ -69,13 +69,13 @@ class EveryStepInputs(CriticInputs):
 
 
 TINY = dict(num_envs=4, num_steps=20, k=3, actor_hidden=(8, 8), critic_hidden=(8, 8), num_minibatches=2,
-            update_epochs=1, own_action_samples=2)
+            update_epochs=1)
 CASES = {
     "mappo mpe": (dict(algo="mappo", env="mpe", time_limit="bootstrap"), None),
     "perla_mappo mpe": (dict(algo="perla_mappo", env="mpe", time_limit="bootstrap"), None),
     "perla_ippo rnn mlp mpe": (dict(algo="perla_ippo", env="mpe", time_limit="bootstrap", network="rnn",
                                     critic_arch="mlp", critic_target="marginal"), None),
-    "perla_mappo box": (dict(algo="perla_mappo"), "toy"),
+    "perla_mappo box": (dict(algo="perla_mappo", own_action_samples=2), "toy"),
 }
 
 
@@ -85,7 +85,7 @@ def test_estimates_equal_those_from_every_reached_state(case):
     needed steps only equal those of the same critic evaluating all T reached states."""
     fields, env_name = CASES[case]
     env = ContinuousMultiAgentEnv(name="toy", env=ToyContinuous(max_steps=5), time_limit="bootstrap") if env_name else None
-    trainer = make_trainer(Config(**TINY, **fields), env)
+    trainer = make_trainer(Config.applicable_of(dict(TINY, **fields)), env)
     every = dataclasses.replace(trainer.critic, inputs=EveryStepInputs(**vars(trainer.critic.inputs)))
     assert trainer.critic.inputs.bootstrap_capacity < TINY["num_steps"]
 

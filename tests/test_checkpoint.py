@@ -28,7 +28,7 @@ NUM_UPDATES = 16  # chunks of 1: enough checkpoints for SIGTERM to land mid-run
 # Recurrent, so that resuming must restore the hidden states and episode-start flags bit for bit too; value
 # normalisation, so that its running statistics must be restored as well.
 TINY = (
-    "--algo mappo --network rnn --value-norm --k 2 --seeds 2 --num-envs 2 --num-steps 8 --total-timesteps 256 --num-minibatches 2 "
+    "--algo mappo --network rnn --value-norm --gamma 0.98 --seeds 2 --num-envs 2 --num-steps 8 --total-timesteps 256 --num-minibatches 2 "
     "--update-epochs 1 --actor-hidden 8,8 --critic-hidden 8,8 --chunk-size 1"
 ).split()
 STOP_AT = 6
@@ -109,7 +109,7 @@ def test_stop_after_then_resume_is_bit_identical(reference, stopped, tmp_path, c
     assert recording.read_metrics(stopped / "metrics.csv")["update"].shape == (2, STOP_AT)
     run_dir = _copy(stopped, tmp_path)
     # Options equal to the stored config are accepted.
-    run_cli.main(["--resume", str(run_dir), "--k", "2", "--seeds", "2", "--keep-every", "4"])
+    run_cli.main(["--resume", str(run_dir), "--gamma", "0.98", "--seeds", "2", "--keep-every", "4"])
     _assert_same_run(run_dir, reference)
     assert _steps(run_dir) == [4, 8, 12, 15, 16]
     assert recording.read_config(run_dir) == recording.read_config(reference)
@@ -143,8 +143,9 @@ def test_resume_refuses_a_csv_missing_rows_the_checkpoint_covers(stopped, tmp_pa
 @pytest.mark.parametrize(
     "extra, edit_config, expected",
     [
-        (["--k", "3", "--num-envs", "4"], None, ["k: 2 != 3", "num_envs: 2 != 4", "stored != given"]),
-        ([], {"gamma": 0.9}, ["checkpoint 6", "gamma: 0.9 != 0.99"]),
+        (["--gamma", "0.97", "--num-envs", "4"], None, ["gamma: 0.98 != 0.97", "num_envs: 2 != 4", "stored != given"]),
+        (["--k", "16"], None, ["--k 16", "does nothing with algo='mappo'"]),
+        ([], {"gamma": 0.9}, ["checkpoint 6", "gamma: 0.9 != 0.98"]),
         (["--chunk-size", "2"], None, ["chunk_size=2", "allowed is 1"]),
         (["--out", "elsewhere"], None, ["--out='elsewhere' cannot be combined with --resume"]),
     ],

@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "run.py"
 # mappo compiles in about half the time of perla_mappo; the trainers themselves are tested elsewhere.
 TINY = (
-    "--algo mappo --k 2 --seeds 2 --num-envs 2 --num-steps 32 --total-timesteps 128 --num-minibatches 2 "
+    "--algo mappo --seeds 2 --num-envs 2 --num-steps 32 --total-timesteps 128 --num-minibatches 2 "
     "--update-epochs 1 --actor-hidden 8,8 --critic-hidden 8,8 --eval-every 1 --eval-episodes 2"
 ).split()
 TINY_CFG = dict(
-    algo="mappo", k=2, num_seeds=2, num_envs=2, num_steps=32, total_timesteps=128, num_minibatches=2,
+    algo="mappo", num_seeds=2, num_envs=2, num_steps=32, total_timesteps=128, num_minibatches=2,
     update_epochs=1, actor_hidden=(8, 8), critic_hidden=(8, 8), eval_every=1, eval_episodes=2,
 )
 
@@ -220,5 +220,17 @@ def test_default_run_dir_name():
     import datetime
 
     cfg = Config(**TINY_CFG)
-    path = recording.default_run_dir(cfg, now=datetime.datetime(2026, 1, 2, 3, 4, 5))
-    assert path == Path("runs") / "mpe-mappo-k2-20260102-030405"
+    now = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    assert recording.default_run_dir(cfg, now=now) == Path("runs") / "mpe-mappo-20260102-030405"  # no K: it has none
+    perla = cfg.replace(algo="perla_ippo", k=2)
+    assert recording.default_run_dir(perla, now=now) == Path("runs") / "mpe-perla_ippo-k2-20260102-030405"
+
+
+@pytest.mark.parametrize("option, value", [("--k", "16"), ("--advantage", "perla_cv"), ("--critic-rank", "16"),
+                                           ("--critic-target", "joint")])
+def test_an_option_the_algorithm_never_reads_is_refused_even_at_its_default(option, value, capsys):
+    """``--algo mappo --k 16`` would train MAPPO and say nothing: refused before anything compiles."""
+    with pytest.raises(SystemExit):
+        cli.main(["--algo", "mappo", option, value, "--out", "unused"])
+    err = capsys.readouterr().err
+    assert f"{option} " in err and value in err and "does nothing with algo='mappo'" in err and "perla_mappo" in err

@@ -65,8 +65,42 @@ def test_a_config_recorded_before_the_critic_options_reads_back_as_it_ran():
     new_fields = ("critic_arch", "critic_rank", "critic_others_scale", "critic_state_path", "critic_pool",
                   "critic_out_scale")
     for algo, arch in (("perla_mappo", "mlp"), ("perla_ippo", "mlp"), ("mappo", ""), ("ippo", "")):
-        old = {k: v for k, v in Config(algo=algo, critic_lr=2.5e-4, advantage="td").to_dict().items()
-               if k not in new_fields}
+        old = {k: v for k, v in Config(algo=algo, critic_lr=2.5e-4).to_dict().items() if k not in new_fields}
+        old.update(advantage="td", k=4)  # what the V-critics' runs recorded too, though they never read them
         cfg = Config.from_dict(old)
-        assert (cfg.critic_arch, cfg.critic_out_scale, cfg.critic_lr, cfg.advantage) == (arch, 1.0, 2.5e-4, "td")
+        q = algo.startswith("perla")
+        # a V-critic's settings it never read come back at their defaults, the Q-critics' as they ran
+        expected = (arch, 1.0, 2.5e-4, "td" if q else "perla_cv", 4 if q else 16)
+        assert (cfg.critic_arch, cfg.critic_out_scale, cfg.critic_lr, cfg.advantage, cfg.k) == expected
         assert cfg.critic_pool == "mean" and cfg.critic_state_path is False
+
+
+@pytest.mark.parametrize("fields, named, applies", [
+    (dict(algo="mappo", k=4), "k=4", "Q-critics of perla_mappo, perla_ippo"),
+    (dict(algo="ippo", advantage="td"), "advantage='td'", "Q-critics"),
+    (dict(algo="mappo", critic_target="marginal"), "critic_target='marginal'", "Q-critics"),
+    (dict(algo="ippo", critic_rank=8), "critic_rank=8", "Q-critics"),
+    (dict(algo="perla_mappo", critic_action_layer="first"), "critic_action_layer='first'", "critic_arch='mlp'"),
+    (dict(algo="perla_mappo", critic_arch="mlp", critic_pool="attention"), "critic_pool='attention'",
+     "critic_arch='factored'"),
+    (dict(algo="mappo", own_action_samples=8), "own_action_samples=8", "Q-critics"),
+])
+def test_a_setting_the_critic_never_reads_is_refused(fields, named, applies):
+    with pytest.raises(ValueError, match="does nothing") as err:
+        Config(**fields)
+    assert named in str(err.value) and applies in str(err.value) and "default" in str(err.value)
+
+
+def test_settings_that_apply_are_accepted():
+    assert Config(algo="perla_mappo", critic_arch="mlp", critic_action_layer="first").critic_action_layer == "first"
+    assert Config(algo="perla_mappo", critic_pool="attention", k=4).k == 4
+    assert Config(algo="perla_mappo", env="ant_4x2", own_action_samples=8).own_action_samples == 8
+    assert set(Config(algo="mappo").inapplicable()) >= {"k", "advantage", "critic_target", "critic_rank"}
+    assert "k" not in Config(algo="perla_ippo").inapplicable()
+
+
+def test_own_action_samples_with_discrete_actions_is_refused_where_the_env_is_known():
+    from perla_jax import make_trainer
+
+    with pytest.raises(ValueError, match="own_action_samples=8 does nothing with discrete actions"):
+        make_trainer(Config(algo="perla_mappo", own_action_samples=8))

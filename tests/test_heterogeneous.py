@@ -141,7 +141,7 @@ def test_rollout_and_k_samples_never_take_unavailable_actions(perla_run):
 # ---- (d) training ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mappo_metrics():
-    trainer = make_trainer(Config(**TINY, algo="mappo"))
+    trainer = make_trainer(Config.applicable_of(dict(TINY, algo="mappo")))
     _, metrics = jax.jit(lambda k: trainer.run_updates(trainer.init(k), UPDATES))(jax.random.PRNGKey(1))
     return metrics
 

@@ -45,7 +45,8 @@ def test_network_defaults_and_refusals():
         Config(network="rnn", num_envs=4, num_steps=3, num_minibatches=3)
     with pytest.raises(ValueError, match=r"critic_action_layer='first' is invalid with network='rnn'"):
         Config(network="rnn", critic_action_layer="first", critic_arch="mlp")
-    Config(network="rnn", critic_action_layer="first", critic_arch="factored")  # the factored critic has no such layer
+    with pytest.raises(ValueError, match=r"critic_action_layer='first' does nothing"):
+        Config(network="rnn", critic_action_layer="first", critic_arch="factored")  # the factored critic has no such layer
     with pytest.raises(ValueError, match=r"critic_hidden=\(64,\) is invalid with network='rnn'"):
         Config(network="rnn", critic_hidden=(64,))
     Config(network="rnn", algo="mappo", critic_hidden=(64,))  # a V-critic head may be linear

@@ -21,7 +21,7 @@ from perla_jax.outputs.progress import Progress
 ROOT = Path(__file__).resolve().parents[1]
 NUM_UPDATES, POISON_SEED, POISON_AT = 4, 1, 2
 TINY = (
-    "--algo mappo --k 2 --seeds 2 --num-envs 2 --num-steps 8 --total-timesteps 64 --num-minibatches 2 "
+    "--algo mappo --seeds 2 --num-envs 2 --num-steps 8 --total-timesteps 64 --num-minibatches 2 "
     "--update-epochs 1 --actor-hidden 8 --critic-hidden 8 --chunk-size 1"
 ).split()
 

@@ -68,7 +68,7 @@ def test_smax_time_left_reaches_zero_at_its_limit():
 def test_targets_bootstrap_past_the_limit_only_when_asked(time_limit):
     """The critic's regression target at the limit's step: r + gamma V(final state) with bootstrap, r alone
     with terminal (what JaxMARL's GAE does)."""
-    cfg = Config(algo="mappo", time_limit=time_limit, gae_lambda=0.0, **TINY)
+    cfg = Config.applicable_of(dict(TINY, algo="mappo", time_limit=time_limit, gae_lambda=0.0))
     trainer = make_trainer(cfg)
     state = trainer.init(jax.random.PRNGKey(0))
     _, _, traj, *_ = rollout(trainer.env, trainer.agents, state.actor.params, state.env_state, state.obs,
@@ -87,7 +87,7 @@ def test_targets_bootstrap_past_the_limit_only_when_asked(time_limit):
 
 @pytest.mark.parametrize("algo", ["ippo", "perla_mappo"])
 def test_observe_feeds_the_time_left_to_every_critic_and_trains(algo):
-    cfg = Config(algo=algo, time_limit="observe", **TINY)
+    cfg = Config.applicable_of(dict(TINY, algo=algo, time_limit="observe"))
     trainer = make_trainer(cfg)
     inputs = trainer.critic.inputs
     obs = jnp.ones((3, trainer.env.num_agents, trainer.env.obs_dim))

@@ -26,9 +26,9 @@ TINY = dict(
 )
 VARIANTS = {
     "perla_mappo-td": dict(algo="perla_mappo", advantage="td"),
-    # The default critic takes the others' actions at its last hidden layer; this variant covers the first.
+    # The MLP Q-critic takes the others' actions at its last hidden layer by default; this variant covers the first.
     "perla_mappo-perla_cv-first": dict(
-        algo="perla_mappo", advantage="perla_cv", critic_action_layer="first"
+        algo="perla_mappo", advantage="perla_cv", critic_arch="mlp", critic_action_layer="first"
     ),
     "perla_mappo-sarsa": dict(algo="perla_mappo", advantage="sarsa"),
     "perla_ippo-k1": dict(algo="perla_ippo", k=1),  # K = 1: the ordinary single-sample CT-DE Q-critic
@@ -40,7 +40,7 @@ SEEDS = 2
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def trained(request):
-    cfg = Config(**{**TINY, **VARIANTS[request.param]})
+    cfg = Config.applicable_of({**TINY, **VARIANTS[request.param]})  # K only where the critic samples
     train = jax.jit(jax.vmap(make_train(cfg)))
     keys = jax.random.split(jax.random.PRNGKey(0), SEEDS)
     return cfg, train, keys, train(keys)

@@ -42,12 +42,12 @@ def test_first_update_regresses_standardised_targets():
 
 
 TINY = dict(num_envs=4, num_steps=12, k=3, actor_hidden=(8, 8), critic_hidden=(8, 8), num_minibatches=2,
-            update_epochs=1, own_action_samples=2, time_limit="bootstrap")
+            update_epochs=1, time_limit="bootstrap")
 CASES = {
     "mappo": dict(algo="mappo"),
     "perla_mappo factored": dict(algo="perla_mappo"),
     "perla_ippo mlp": dict(algo="perla_ippo", critic_arch="mlp"),
-    "perla_mappo box": dict(algo="perla_mappo", env="toy"),
+    "perla_mappo box": dict(algo="perla_mappo", env="toy", own_action_samples=2),
 }
 
 
@@ -78,7 +78,7 @@ def test_estimates_under_statistics_equal_a_critic_with_the_affine_output(case):
     env = None
     if fields.pop("env", None) == "toy":
         env = ContinuousMultiAgentEnv(name="toy", env=ToyContinuous(max_steps=5), time_limit="bootstrap")
-    trainer = make_trainer(Config(**TINY, **fields), env)
+    trainer = make_trainer(Config.applicable_of(dict(TINY, **fields)), env)
     m, s = 1.7, 0.3
     norm = ValueNorm(mean=jnp.float32(m), variance=jnp.float32(s**2), weight=jnp.float32(1 - BETA))
 

@@ -32,6 +32,13 @@ def make_critic(cfg: Config, env, agents: Agents) -> Critic:
         bootstrap_capacity=bootstrap_capacity(env.time_limit, _horizon(env), cfg.num_steps),
     )
     head_hidden = cfg.critic_hidden[1:] if recurrent else cfg.critic_hidden
+    default_own = Config.__dataclass_fields__["own_action_samples"].default
+    if cfg.uses_q_critic and not env.continuous and cfg.own_action_samples != default_own:
+        raise ValueError(
+            f"own_action_samples={cfg.own_action_samples} does nothing with discrete actions (the Q-critic gives "
+            f"every own action's value at once): it applies to Box-action environments; leave it at its default "
+            f"({default_own})"
+        )
     kind = CRITIC_KINDS[(cfg.algo_spec.critic, env.continuous)]
     return kind.build(cfg, inputs, head_hidden, agents)
 

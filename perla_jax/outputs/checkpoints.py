@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import jax
 import orbax.checkpoint as ocp
 
-from perla_jax.config import LEGACY_VALUES
+from perla_jax.config import Config
 from perla_jax.outputs.recording import COLUMNS, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
@@ -119,7 +119,7 @@ def config_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) ->
 def check_meta_config(meta: Mapping[str, Any], config: Mapping[str, Any], step: int) -> None:
     """Raises ValueError naming the fields where checkpoint ``step``'s stored config differs from ``config``
     (the run folder's config.json)."""
-    diff = config_differences(config, {**LEGACY_VALUES, **meta.get("config", {})})
+    diff = config_differences(config, Config.from_dict(meta.get("config", {})).to_dict())
     if diff:
         raise ValueError(
             f"checkpoint {step} was saved with a different config than config.json "

@@ -45,10 +45,12 @@ Z95 = 1.96  # two-sided 95% quantile of the standard normal
 
 
 def default_run_dir(cfg: Config, now: _dt.datetime | None = None, root: str | Path = "runs") -> Path:
-    """``<root>/<env>-<algo>-k<K>-<YYYYmmdd-HHMMSS>`` for ``now`` (default: the current local time)."""
+    """``<root>/<env>-<algo>[-k<K>]-<YYYYmmdd-HHMMSS>`` for ``now`` (default: the current local time); K only for
+    the algorithms that sample joint actions."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     env = f"{cfg.env}-{cfg.map_name}" if cfg.map_name else cfg.env
-    return Path(root) / f"{env}-{cfg.algo}-k{cfg.k}-{stamp}"
+    k = "" if "k" in cfg.inapplicable() else f"-k{cfg.k}"
+    return Path(root) / f"{env}-{cfg.algo}{k}-{stamp}"
 
 
 def write_config(run_dir: str | Path, cfg: Config) -> Path:
