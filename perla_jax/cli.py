@@ -33,7 +33,8 @@ HELP = {  # one line per Config field; a field missing here still gets an option
     "env": "environment: "
     + ", ".join(f"{alias} (= {full})" for alias, full in ALIASES.items())
     + ", or a supported jaxmarl name: "
-    + ", ".join(SUPPORTED),
+    + ", ".join(name for name in SUPPORTED if name != "custom")
+    + " (custom: your own environment object, given to make_train from Python)",
     "env_kwargs": "keyword arguments for the environment, as a JSON object",
     "map_name": "SMAX map from jaxmarl's scenario table, e.g. 3m, 2s3z (required with --env smax; none elsewhere)",
     "algo": "algorithm",

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import chex
 import jax
@@ -20,6 +20,7 @@ from perla_jax.config import Config
 from perla_jax.critics import Critic, make_critic
 from perla_jax.diagnostics import explained_variance, policy_gradient_spread
 from perla_jax.envs.base import MultiAgentEnv
+from perla_jax.envs.custom import wrap_env
 from perla_jax.envs.registry import make_env
 from perla_jax.losses import clipped_value_loss, normalise, ppo_actor_loss
 from perla_jax.rollout import rollout
@@ -44,9 +45,14 @@ class Trainer:
         return jax.lax.scan(lambda s, _: self.train_step(s), state, None, num_updates)
 
 
-def make_trainer(cfg: Config, env: MultiAgentEnv | None = None) -> Trainer:
-    """``env`` overrides ``cfg.env`` (an environment built outside jaxmarl's registry, e.g. in tests)."""
-    env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name, cfg.time_limit) if env is None else env
+def make_trainer(cfg: Config, env: Any = None) -> Trainer:
+    """``env`` overrides ``cfg.env``: your own environment with jaxmarl's ``MultiAgentEnv`` interface
+    (``perla_jax.envs.custom``; ``Config(env="custom")`` gives it that family's defaults), or one already wrapped."""
+    if env is None:
+        env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name, cfg.time_limit)
+    env = wrap_env(env, cfg.time_limit)
+    if env.continuous and cfg.network == "rnn":
+        raise ValueError(f"network='rnn' is not supported for env {env.name!r} (Box actions): allowed is ff")
     agents = Agents.build(cfg, env)
     critic = make_critic(cfg, env, agents)
     return Trainer(
@@ -54,9 +60,10 @@ def make_trainer(cfg: Config, env: MultiAgentEnv | None = None) -> Trainer:
     )
 
 
-def make_train(cfg: Config) -> Callable[[chex.PRNGKey], dict]:
-    """``train(rng) -> {"runner_state", "metrics"}`` with metrics ``[num_updates]`` per name in METRICS."""
-    trainer = make_trainer(cfg)
+def make_train(cfg: Config, env: Any = None) -> Callable[[chex.PRNGKey], dict]:
+    """``train(rng) -> {"runner_state", "metrics"}`` with metrics ``[num_updates]`` per name in METRICS; ``env`` as in
+    ``make_trainer``."""
+    trainer = make_trainer(cfg, env)
 
     def train(rng: chex.PRNGKey) -> dict:
         state, metrics = trainer.run_updates(trainer.init(rng), cfg.num_updates)

@@ -180,7 +180,7 @@ class MultiAgentEnv:
         time-limit truncation can bootstrap from it.
         """
         key_step, key_reset = jax.random.split(key)
-        obs, inner, reward, done, info = self.env.step_env(key_step, state.inner, self.agent_actions(actions))
+        obs, inner, reward, done, info = self.inner_step(key_step, state.inner, self.agent_actions(actions))
         final_obs = self._stack(obs)
         reward = jnp.stack([reward[a] for a in self.agents]).astype(jnp.float32)
         ended = done["__all__"]
@@ -210,6 +210,10 @@ class MultiAgentEnv:
             won=won & ended,
         )
         return next_state, transition
+
+    def inner_step(self, key: chex.PRNGKey, inner: Any, actions: Mapping[str, chex.Array]) -> tuple:
+        """jaxmarl's step without its auto-reset: (obs, state, reward, done, info), all keyed by agent."""
+        return self.env.step_env(key, inner, actions)
 
     def agent_actions(self, actions: chex.Array) -> dict[str, chex.Array]:
         """Stacked actions ``[N, ...]`` -> jaxmarl's {agent: action}."""

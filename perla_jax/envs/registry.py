@@ -11,11 +11,12 @@ from typing import Any, Mapping
 
 from perla_jax.envs.base import TIME_LIMITS, EnvFamily, MultiAgentEnv
 from perla_jax.envs.credit import FAMILY as CREDIT
+from perla_jax.envs.custom import FAMILY as CUSTOM
 from perla_jax.envs.mabrax import FAMILY as MABRAX
 from perla_jax.envs.mpe import FAMILY as MPE
 from perla_jax.envs.smax import FAMILY as SMAX
 
-FAMILIES: tuple[EnvFamily, ...] = (MPE, SMAX, MABRAX, CREDIT)
+FAMILIES: tuple[EnvFamily, ...] = (MPE, SMAX, MABRAX, CREDIT, CUSTOM)
 
 ALIASES: dict[str, str] = {alias: full for family in FAMILIES for alias, full in family.aliases.items()}
 SUPPORTED: tuple[str, ...] = tuple(name for family in FAMILIES for name in family.envs)
