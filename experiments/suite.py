@@ -44,8 +44,8 @@ import numpy as np
 from perla_jax import Config, analysis, recording
 from perla_jax.config import LEGACY_VALUES
 from perla_jax.envs.credit import credit_others_share, pairs_others_share
+from perla_jax.experiment import RESUME_HINT
 from studies import AXIS_SUFFIX, BUDGETS, STUDIES, Study, axis_value
-from run import RESUME_HINT
 from suite_figures import plot_against_axis
 
 RUN_PY = Path(__file__).with_name("run.py")

@@ -16,7 +16,7 @@ ACTIVATIONS = ("tanh", "relu")
 CRITIC_ACTION_LAYERS = ("first", "last")
 CRITIC_ARCHS = ("factored", "mlp")
 CRITIC_POOLS = ("mean", "attention")
-DEFAULT_CRITIC_ARCH = "factored"  # what critic_arch="" resolves to for a Q-critic (README, "Defaults and why")
+DEFAULT_CRITIC_ARCH = "factored"  # what critic_arch="" resolves to for a Q-critic (docs/algorithms.md, "Defaults and why")
 CRITIC_TARGETS = ("marginal", "joint")
 NETWORKS = ("ff", "rnn")
 # Fields that only some critics read (``Config.inapplicable``): a value other than the default for a critic that

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -16,8 +17,10 @@ import numpy as np
 import pytest
 from programs import load_script
 
-from perla_jax import METRICS, Config, recording
+from perla_jax import METRICS, Config, command, recording
 from perla_jax.cli import option_name
+from perla_jax.command import build_train_parser
+from perla_jax.experiment import choose_chunk_size, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "run.py"
@@ -47,6 +50,36 @@ def test_run_writes_config_that_round_trips(tiny_run):
     returned, out = tiny_run
     assert returned == out
     assert recording.read_config(out) == Config(**TINY_CFG)
+
+
+def test_the_console_command_and_the_api_write_what_run_py_writes(tiny_run, tmp_path):
+    """``perla-jax train`` (perla_jax.command.main) and ``run_experiment`` give the same run folder as run.py: the same
+    config.json and metrics.csv, byte for byte (same config and seeds; the compiled programs are shared)."""
+    _, reference = tiny_run
+    command_out = command.main(["train", *TINY, "--out", str(tmp_path / "command")])
+    api_out = run_experiment(Config(**TINY_CFG), out=tmp_path / "api")
+    for out in (command_out, api_out):
+        for name in ("config.json", "metrics.csv"):
+            assert (out / name).read_bytes() == (reference / name).read_bytes(), (out, name)
+
+
+def test_console_command_names_its_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        command.main(["trian"])
+    assert exc.value.code == 2 and "command 'trian' is unknown: allowed are train" in capsys.readouterr().err
+
+
+def test_the_installed_console_script_runs():
+    """pyproject's [project.scripts] entry: ``perla-jax train --help`` lists the Config options."""
+    script = shutil.which("perla-jax")
+    assert script, "perla-jax is not on PATH: install the package (pip install -e .)"
+    result = subprocess.run([script, "train", "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "usage: perla-jax train" in result.stdout and "--k K" in result.stdout
+
+
+def test_run_py_is_a_thin_wrapper():
+    assert len((ROOT / "experiments" / "run.py").read_text().splitlines()) <= 80
 
 
 def test_run_writes_one_metrics_row_per_seed_and_update(tiny_run):
@@ -148,10 +181,10 @@ def test_bad_values_exit_2_naming_the_field_before_writing(args, field, tmp_path
 
 
 def test_option_parsing():
-    args = cli.build_parser().parse_args(["--total-timesteps", "2e6", "--no-anneal-lr", "--env-kwargs", '{"a": 1}'])
+    args = build_train_parser(prog="run.py").parse_args(["--total-timesteps", "2e6", "--no-anneal-lr", "--env-kwargs", '{"a": 1}'])
     assert args.total_timesteps == 2_000_000 and isinstance(args.total_timesteps, int)
     assert args.anneal_lr is False and args.env_kwargs == {"a": 1}
-    defaults = cli.build_parser().parse_args([])
+    defaults = build_train_parser(prog="run.py").parse_args([])
     assert defaults.actor_hidden == (64, 64) and defaults.env_kwargs == {} and defaults.num_seeds == 1
 
 
@@ -171,7 +204,7 @@ def test_help_lists_every_config_field():
     "num_updates, expected", [(1, 1), (2, 1), (49, 1), (100, 2), (97, 1), (120, 2), (150, 3), (1000, 20), (1536, 24)]
 )
 def test_chunk_size_divides_and_gives_about_fifty_calls(num_updates, expected):
-    chunk = cli.choose_chunk_size(num_updates)
+    chunk = choose_chunk_size(num_updates)
     assert chunk == expected
     assert num_updates % chunk == 0 and chunk <= max(1, num_updates // 50)
 

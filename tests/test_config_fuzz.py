@@ -39,6 +39,7 @@ from perla_jax.config import (
     NETWORKS,
     TIME_LIMITS,
 )
+from perla_jax.command import build_train_parser
 from perla_jax.envs.registry import ALIASES, REFUSED, SUPPORTED
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))
@@ -292,7 +293,7 @@ def test_tiny_config_trains_or_is_refused_before_compiling(values):
 # Property 3: the CLI. Options come from experiments/run.py's parser; each case ends in a Config, in argparse's
 # exit 2 naming the option, or in the ValueError naming the field that experiments/run.py turns into exit 2.
 cli = load_script("perla_run_cli_fuzz", "experiments/run.py")
-PARSER = cli.build_parser()
+PARSER = build_train_parser(prog="run.py")
 # field -> its option (the first option string of the action that stores it), read from the parser itself
 FLAGS = {a.dest: a.option_strings[0] for a in PARSER._actions if a.dest in FIELDS and a.option_strings}
 
@@ -359,7 +360,7 @@ def test_cli_builds_config_or_exits_naming_the_option(options):
         assert any(flag in message for flag in flags), f"{argv}: argparse's message names no option given: {message}"
         event("argparse exit 2")
         return
-    # As experiments/run.py's _fresh_plan builds it (which turns the ValueError into parser.error, exit 2).
+    # As perla_jax.command.train_main builds it (which turns the ValueError into parser.error, exit 2).
     try:
         Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
     except ValueError as e:

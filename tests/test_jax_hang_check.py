@@ -1,5 +1,5 @@
 """experiments/jax_hang_check.py, the reproduction of the jax 0.10 XLA:CPU hang behind pyproject's jax<0.10 pin,
-completes on the pinned jax (on a jax that hangs, it reports HUNG and exits 1; see README)."""
+completes on the pinned jax (on a jax that hangs, it reports HUNG and exits 1; see docs/jax-pin.md)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ baselines/IPPO/config/ippo_ff_mabrax.yaml @3e3d637), in JaxMARL's own key names.
 from __future__ import annotations
 
 import pytest
-from programs import load_script
 
-from perla_jax import Config
+from perla_jax import Config, command
+from perla_jax.cli import config_from_args
+from perla_jax.command import build_train_parser
 from perla_jax.presets import preset_config
 
 JAXMARL = {  # env given to perla_jax -> JaxMARL's yaml values
@@ -60,15 +61,13 @@ def test_unknown_preset_and_uncovered_family_are_refused():
 
 
 def test_run_cli_applies_the_preset_under_explicit_options(tmp_path):
-    run = load_script("run_for_presets", "experiments/run.py")
     argv = ["--preset", "jaxmarl", "--env", "mpe", "--num-envs", "4", "--out", str(tmp_path / "r")]
-    parser = run.build_parser()
-    args = parser.parse_args(argv)
-    given = vars(run.build_parser(config_defaults=False).parse_args(argv))
-    cfg = run.config_from_args(args, given)
+    args = build_train_parser().parse_args(argv)
+    given = vars(build_train_parser(config_defaults=False).parse_args(argv))
+    cfg = config_from_args(args, given)
     # MPE's preset is our default but for the budget, JaxMARL's no-bootstrap time limit and its critic (learning
     # rate 2.5e-4, output layer at scale 1)
     assert cfg == Config(num_envs=4, total_timesteps=10_000_000, time_limit="terminal", critic_lr=2.5e-4,
                          critic_out_scale=1.0)
     with pytest.raises(SystemExit):
-        run.main(["--resume", str(tmp_path), "--preset", "jaxmarl"])
+        command.train_main(["--resume", str(tmp_path), "--preset", "jaxmarl"])

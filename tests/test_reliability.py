@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from programs import load_script
 
-from perla_jax import checkpoints, recording
+from perla_jax import checkpoints, experiment, recording
 from perla_jax.outputs import divergence
 from perla_jax.outputs.progress import Progress
 
@@ -67,7 +67,7 @@ def test_frozen_rows_are_marked_and_state_restored():
 
 
 def _poisoned_programs(original):
-    """run.py's programs, with the chunk function setting seed POISON_SEED's actor parameters to NaN once it
+    """The driver's programs (perla_jax.experiment), with the chunk function setting seed POISON_SEED's actor parameters to NaN once it
     has done POISON_AT updates: a forced divergence of one seed."""
 
     def programs(cfg_json, chunk):
@@ -94,7 +94,7 @@ def clean_run(tmp_path_factory):
 
 def _actor_params(run_dir: Path, step: int):
     cfg = recording.read_config(run_dir)
-    init = run_cli._programs(json.dumps(cfg.to_dict(), sort_keys=True), 1)[0]
+    init = experiment._programs(json.dumps(cfg.to_dict(), sort_keys=True), 1)[0]
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     manager = checkpoints.open_manager(run_dir, read_only=True)
     try:
@@ -104,7 +104,7 @@ def _actor_params(run_dir: Path, step: int):
 
 
 def test_divergence_stops_the_run_and_keeps_the_finite_checkpoint(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(run_cli, "_programs", _poisoned_programs(run_cli._programs))
+    monkeypatch.setattr(experiment, "_programs", _poisoned_programs(experiment._programs))
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stopped:
         run_cli.main([*TINY, "--out", str(out)])
@@ -121,7 +121,7 @@ def test_divergence_stops_the_run_and_keeps_the_finite_checkpoint(tmp_path, monk
 
 
 def test_divergence_freeze_goes_on_with_the_other_seeds(clean_run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(run_cli, "_programs", _poisoned_programs(run_cli._programs))
+    monkeypatch.setattr(experiment, "_programs", _poisoned_programs(experiment._programs))
     out = tmp_path / "run"
     run_cli.main([*TINY, "--out", str(out), "--on-divergence", "freeze", "--keep-checkpoints", "8"])
     assert f"seed {POISON_SEED} diverged at update {POISON_AT}" in capsys.readouterr().err
@@ -148,7 +148,7 @@ def test_freeze_mid_run_marks_the_whole_chunk_and_reports_once(clean_run, tmp_pa
     """Chunks of 2 updates: seed POISON_SEED's parameters turn NaN at the end of the first chunk (update 2), so it
     goes back to its initial state, and its update 1 (trained, then discarded) must not be written as trained.
     Frozen, it re-diverges in every later chunk; it is reported once."""
-    monkeypatch.setattr(run_cli, "_programs", _poisoned_programs(run_cli._programs))
+    monkeypatch.setattr(experiment, "_programs", _poisoned_programs(experiment._programs))
     out = tmp_path / "run"
     run_cli.main([*TINY, "--chunk-size", "2", "--out", str(out), "--on-divergence", "freeze"])
     err = capsys.readouterr().err
@@ -161,7 +161,7 @@ def test_freeze_mid_run_marks_the_whole_chunk_and_reports_once(clean_run, tmp_pa
         np.testing.assert_allclose(rows[name][0], clean_run[name][0], rtol=1e-5, atol=1e-7, err_msg=name)
     np.testing.assert_array_equal(rows["env_steps"], clean_run["env_steps"])
     cfg = recording.read_config(out)
-    init = run_cli._programs(json.dumps(cfg.to_dict(), sort_keys=True), 2)[0]
+    init = experiment._programs(json.dumps(cfg.to_dict(), sort_keys=True), 2)[0]
     initial = init(jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)).actor.params
     for a, b in zip(jax.tree.leaves(_actor_params(out, NUM_UPDATES)), jax.tree.leaves(initial)):
         np.testing.assert_array_equal(np.asarray(a)[POISON_SEED], np.asarray(b)[POISON_SEED])
@@ -194,8 +194,8 @@ def test_progress_bar_on_a_terminal():
 
 def test_only_process_zero_writes_run_outputs(tmp_path, monkeypatch, capsys):
     """A fake second process of a multi-host run: it trains and takes part in checkpointing, but writes no
-    config, metrics, evaluations, plots or messages. Only run.py sees process index 1: faking it for orbax too
-    would make it wait for a primary process that does not exist."""
+    config, metrics, evaluations, plots or messages. Only the driver (perla_jax.experiment) sees process index 1:
+    faking it for orbax too would make it wait for a primary process that does not exist."""
 
     class SecondProcess(types.ModuleType):
         def __getattr__(self, name):
@@ -205,7 +205,7 @@ def test_only_process_zero_writes_run_outputs(tmp_path, monkeypatch, capsys):
         def process_index(*args, **kwargs):
             return 1
 
-    monkeypatch.setattr(run_cli, "jax", SecondProcess("jax"))
+    monkeypatch.setattr(experiment, "jax", SecondProcess("jax"))
     out = tmp_path / "run"
     run_cli.main([*TINY, "--out", str(out), "--eval-every", "2", "--eval-episodes", "1"])
     captured = capsys.readouterr()
