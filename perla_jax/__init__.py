@@ -3,6 +3,12 @@
 import os
 import sys
 
+from perla_jax.sharding import maybe_initialize_distributed
+
+# Importing jaxmarl (below) initialises XLA's backend, after which jax.distributed.initialize refuses: a process whose
+# environment describes a multi-process launch (sharding.multi_process_launch) joins it here, first.
+maybe_initialize_distributed()
+
 # jaxmarl prints a notice about its optional submoduled environments on import, before every command's output.
 # Its import chain swaps sys.stdout back, so the notice is dropped at the file descriptor.
 sys.stdout.flush()

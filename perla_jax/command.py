@@ -77,13 +77,15 @@ def train_main(argv: list[str] | None = None, prog: str = "perla-jax train") -> 
         parser.error(str(e))
 
 
-def main(argv: list[str] | None = None) -> Path | None:
-    """The ``perla-jax`` console script: ``perla-jax train [options]`` (``perla-jax train --help``)."""
+def main(argv: list[str] | None = None) -> int:
+    """The ``perla-jax`` console script: ``perla-jax train [options]`` (``perla-jax train --help``); 0 when the run
+    ended (the console script exits with it), SystemExit otherwise."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         given = repr(argv[0]) if argv else "nothing"
         print(f"usage: perla-jax {{{','.join(COMMANDS)}}} [options]\nperla-jax: error: command {given} is unknown: "
               f"allowed are {', '.join(COMMANDS)} (perla-jax train --help lists the options)", file=sys.stderr)
         raise SystemExit(2)
-    maybe_initialize_distributed()  # before any other JAX call; a no-op unless launched as several processes
-    return train_main(argv[1:])
+    maybe_initialize_distributed()  # a no-op unless launched as several processes (importing perla_jax joins it)
+    train_main(argv[1:])
+    return 0

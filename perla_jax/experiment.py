@@ -33,7 +33,7 @@ from perla_jax.outputs.divergence import EXIT_CODE as DIVERGED_EXIT
 from perla_jax.outputs.divergence import ON_DIVERGENCE
 from perla_jax.outputs.loggers import make_loggers, parse_kinds
 from perla_jax.outputs.progress import Progress, StopRequest
-from perla_jax.sharding import seed_sharding, shard_seeds, to_host
+from perla_jax.sharding import seed_sharding, shard_seeds, sync_processes, to_host
 from perla_jax.train import make_trainer
 
 TARGET_CALLS = 50
@@ -113,6 +113,7 @@ def fresh_plan(cfg: Config, out: Path | None, chunk_size: int | None, writer: bo
     for name in (recording.METRICS_FILE, checkpoints.CHECKPOINT_DIR):
         if (out / name).exists():
             raise ValueError(f"out={str(out)!r} already holds {name}: choose a new folder, or --resume {out}")
+    sync_processes("perla_jax: run folder checked")  # before process 0 creates what the others check for
     out.mkdir(parents=True, exist_ok=True)
     if writer:
         recording.write_config(out, cfg)

@@ -99,6 +99,12 @@ def maybe_initialize_distributed(environ: dict[str, str] | None = None) -> bool:
     launch = multi_process_launch(env)
     if launch is None:
         return False
+    if jax.distributed.is_initialized():  # importing perla_jax joined the launch already
+        return True
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in env:
+        # CPU processes need a collectives library to gather metrics and agree on checkpoints (jax has none by
+        # default); accelerators use their own, so this changes nothing there.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if launch == "manual":
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
@@ -108,3 +114,10 @@ def maybe_initialize_distributed(environ: dict[str, str] | None = None) -> bool:
     else:
         jax.distributed.initialize()
     return True
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process of a multi-process run reaches the point ``name``; nothing on one process."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -339,24 +340,59 @@ def _assert_close_run(run_dir: Path, reference: Path) -> None:
 
 
 def test_checkpoints_move_between_device_counts(reference, stopped, tmp_path):
-    """A run saved on 2 devices (seeds sharded) resumes on this process's 1, and one saved on 1 resumes on 2:
-    a checkpoint from a GPU or a multi-device machine must go on (or be evaluated) anywhere."""
+    """A run saved on 1 device resumes on 2 (one process, two CPU devices); a run trained by two processes joined
+    by jax.distributed (a localhost coordinator, one seed each) writes one set of files, and this single process
+    resumes its checkpoint: a checkpoint from a GPU, several devices or several hosts must go on anywhere."""
     from_one, on_two = _copy(stopped, tmp_path / "a"), tmp_path / "b" / "run"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    for argv in (["--resume", str(from_one)], [*TINY, "--out", str(on_two), "--stop-after", str(STOP_AT)]):
-        code = (f"import jax, runpy, sys; assert len(jax.devices()) == 2; sys.argv = ['run.py', *{argv!r}]; "
-                f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
-        with (tmp_path / "stderr.txt").open("w") as err:
-            proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=err, timeout=300, check=False)
-        assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    code = (f"import jax, runpy, sys; assert len(jax.devices()) == 2; sys.argv = ['run.py', '--resume', {str(from_one)!r}]; "
+            f"runpy.run_path({str(RUN_SCRIPT)!r}, run_name='__main__')")
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=err, timeout=300, check=False)
+    assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     _assert_close_run(from_one, reference)
+    _train_as_two_processes([*TINY, "--out", str(on_two), "--stop-after", str(STOP_AT)], tmp_path)
+    assert sorted(p.name for p in on_two.iterdir()) == [
+        "checkpoints", "config.json", "learning_curve.png", "metrics.csv", "timing.csv"]
+    rows = recording.read_metrics(on_two / "metrics.csv")["update"]
+    assert rows.shape == (2, STOP_AT) and (rows == np.arange(1, STOP_AT + 1)).all()  # once each, by process 0
     assert _steps(on_two)[-1] == STOP_AT
-    run_cli.main(["--resume", str(on_two)])  # here, on one device
+    run_cli.main(["--resume", str(on_two)])  # here: one process, one device
+    # Equal to float rounding, not bit for bit: one seed per process compiles to another summation order than two
+    # seeds on one device (the first metrics row already differs in its last digit).
     _assert_close_run(on_two, reference)
     # timing.csv names what timed each chunk, so a table never mixes 1- and 2-device speeds
     for run_dir, before, after in ((from_one, "cpu", "2 x cpu"), (on_two, "2 x cpu", "cpu")):
         platforms = [row["platform"] for row in recording.read_timing(run_dir)]
         switch = platforms.index(after)
         assert switch > 0 and platforms == [before] * switch + [after] * (len(platforms) - switch), platforms
+
+
+def _train_as_two_processes(argv: list[str], tmp_path: Path) -> None:
+    """run.py ``argv`` launched as two processes on this machine (one CPU device each), joined through the
+    environment that ``perla_jax.sharding.maybe_initialize_distributed`` reads; their output goes to files."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    procs = []
+    try:
+        for pid in (0, 1):
+            env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                   "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid),
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            env.pop("XLA_FLAGS", None)
+            log = (tmp_path / f"process{pid}.txt").open("w")
+            procs.append((subprocess.Popen([sys.executable, str(RUN_SCRIPT), *argv], cwd=ROOT, env=env,
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT), log))
+        for pid, (proc, log) in enumerate(procs):
+            code = proc.wait(timeout=300)
+            log.close()
+            assert code == 0, (pid, (tmp_path / f"process{pid}.txt").read_text()[-3000:])
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()

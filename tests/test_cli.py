@@ -56,7 +56,8 @@ def test_the_console_command_and_the_api_write_what_run_py_writes(tiny_run, tmp_
     """``perla-jax train`` (perla_jax.command.main) and ``run_experiment`` give the same run folder as run.py: the same
     config.json and metrics.csv, byte for byte (same config and seeds; the compiled programs are shared)."""
     _, reference = tiny_run
-    command_out = command.main(["train", *TINY, "--out", str(tmp_path / "command")])
+    command_out = tmp_path / "command"
+    assert command.main(["train", *TINY, "--out", str(command_out)]) == 0
     api_out = run_experiment(Config(**TINY_CFG), out=tmp_path / "api")
     for out in (command_out, api_out):
         for name in ("config.json", "metrics.csv"):

@@ -124,6 +124,8 @@ def test_initialize_only_on_multi_process_launch(monkeypatch):
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
     assert sharding.maybe_initialize_distributed({}) is False and calls == []
-    env = {"JAX_COORDINATOR_ADDRESS": "h:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    # (the collectives variable set, so this process's jax config is left alone)
+    env = {"JAX_COORDINATOR_ADDRESS": "h:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1",
+           "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     assert sharding.maybe_initialize_distributed(env) is True
     assert calls == [dict(coordinator_address="h:1234", num_processes=2, process_id=1)]
