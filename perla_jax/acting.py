@@ -10,7 +10,7 @@ from perla_jax.agents import Agents
 from perla_jax.envs.base import MultiAgentEnv
 from perla_jax.types import EnvState, Transition
 
-MODES = ("sample", "greedy", "random")
+ACT_MODES = ("sample", "greedy", "random")
 
 
 @chex.dataclass(frozen=True)
@@ -38,8 +38,8 @@ def act_step(
     """Acts in ``num_envs`` environments (leading axis ``[E]`` on every input; env functions vmapped) or, with
     ``num_envs=None``, in one environment (no ``E`` axis). ``mode``: ``sample`` from the policies, ``greedy``
     (their modes) or ``random`` (uniform over the action spaces; ``agents`` unused)."""
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is invalid: allowed are {', '.join(MODES)}")
+    if mode not in ACT_MODES:
+        raise ValueError(f"mode={mode!r} is invalid: allowed are {', '.join(ACT_MODES)}")
     key_act, key_env = jax.random.split(key)
     batched = num_envs is not None
     over_envs = jax.vmap if batched else (lambda fn: fn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-CRITIC_KINDS = ("q", "v")
+ALGO_CRITICS = ("q", "v")  # the critic kinds an AlgoSpec can name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,10 @@ class AlgoSpec:
     critic: str
     centralised: bool
     agent_id_in_critic: bool
+
+    def __post_init__(self) -> None:
+        if self.critic not in ALGO_CRITICS:
+            raise ValueError(f"critic={self.critic!r} is invalid: allowed are {', '.join(ALGO_CRITICS)}")
 
 
 ALGO_SPECS: dict[str, AlgoSpec] = {

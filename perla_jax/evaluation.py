@@ -22,7 +22,7 @@ from perla_jax.agents import Agents
 from perla_jax.envs.base import MultiAgentEnv
 from perla_jax.outputs.recording import mean_ci
 
-MODES = ("greedy", "stochastic")
+EVAL_MODES = ("greedy", "stochastic")
 EVAL_FILE = "eval.json"
 PERIODIC_FILE = "eval.csv"  # periodic evaluation during training (Config.eval_every)
 PERIODIC_COLUMNS = ("seed", "update", "env_steps", "team_return", "length", "win_rate")
@@ -39,8 +39,8 @@ class Episodes:
 
 
 def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is invalid: allowed are {', '.join(MODES)}")
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode={mode!r} is invalid: allowed are {', '.join(EVAL_MODES)}")
 
 
 def play_episode(

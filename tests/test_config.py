@@ -2,7 +2,7 @@
 
 import pytest
 
-from perla_jax import Config, make_env, resolve_env_name
+from perla_jax import AlgoSpec, Config, make_env, make_trainer, resolve_env_name
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,11 @@ def test_settings_that_apply_are_accepted():
 
 
 def test_own_action_samples_with_discrete_actions_is_refused_where_the_env_is_known():
-    from perla_jax import make_trainer
-
     with pytest.raises(ValueError, match="own_action_samples=8 does nothing with discrete actions"):
         make_trainer(Config(algo="perla_mappo", own_action_samples=8))
+
+
+def test_an_algorithm_spec_names_a_known_critic():
+    assert AlgoSpec(critic="q", centralised=True, agent_id_in_critic=True).critic == "q"
+    with pytest.raises(ValueError, match="critic='w' is invalid: allowed are q, v"):
+        AlgoSpec(critic="w", centralised=True, agent_id_in_critic=True)

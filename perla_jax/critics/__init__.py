@@ -13,7 +13,7 @@ from perla_jax.critics.value import ValueCritic
 from perla_jax.networks.recurrent import GRUTorso
 
 # (AlgoSpec.critic, continuous actions) -> critic kind
-CRITIC_KINDS = {
+CRITIC_CLASSES = {
     ("v", False): ValueCritic,
     ("v", True): ValueCritic,
     ("q", False): DiscreteQCritic,
@@ -39,7 +39,7 @@ def make_critic(cfg: Config, env, agents: Agents) -> Critic:
             f"every own action's value at once): it applies to Box-action environments; leave it at its default "
             f"({default_own})"
         )
-    kind = CRITIC_KINDS[(cfg.algo_spec.critic, env.continuous)]
+    kind = CRITIC_CLASSES[(cfg.algo_spec.critic, env.continuous)]
     return kind.build(cfg, inputs, head_hidden, agents)
 
 
@@ -51,4 +51,4 @@ def _horizon(env) -> int | None:
         return None
 
 
-__all__ = ["CRITIC_KINDS", "ContinuousQCritic", "Critic", "CriticInputs", "DiscreteQCritic", "ValueCritic", "make_critic"]
+__all__ = ["CRITIC_CLASSES", "ContinuousQCritic", "Critic", "CriticInputs", "DiscreteQCritic", "ValueCritic", "make_critic"]
