@@ -247,13 +247,12 @@ class Config:
 
     def _check_applicable(self) -> None:
         """Refuses a non-default value of a field the critic never reads (``inapplicable``)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
         for name, applies_to in self.inapplicable().items():
-            if getattr(self, name) != defaults[name]:
+            if getattr(self, name) != field_default(name):
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} does nothing with algo={self.algo!r}"
                     f"{'' if not self.uses_q_critic else f', critic_arch={self.critic_arch!r}'} on env={self.env!r}: "
-                    f"it applies to {applies_to}; leave it at its default ({defaults[name]!r})"
+                    f"it applies to {applies_to}; leave it at its default ({field_default(name)!r})"
                 )
 
     def _check_network(self, default_network: str, continuous: bool) -> None:
@@ -331,10 +330,14 @@ class Config:
         """The Config of ``values`` with the settings its critic never reads (``inapplicable``) at their defaults:
         one settings dict shared by several algorithms (``k`` beside ``algo="mappo"``) builds each one's Config.
         ``Config(**values)`` refuses them instead. ``critic_arch`` decides which of its options apply and is kept."""
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         restricted = [name for name in Q_CRITIC_FIELDS + sum(ARCH_FIELDS.values(), ()) if name != "critic_arch"]
-        probe = cls(**{**values, **{name: defaults[name] for name in restricted}})
-        return cls(**{**values, **{name: defaults[name] for name in probe.inapplicable() if name != "critic_arch"}})
+        probe = cls(**{**values, **{name: field_default(name) for name in restricted}})
+        return cls(**{**values, **{name: field_default(name) for name in probe.inapplicable() if name != "critic_arch"}})
+
+
+def field_default(name: str) -> Any:
+    """The default of the scalar Config field ``name``."""
+    return Config.__dataclass_fields__[name].default
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

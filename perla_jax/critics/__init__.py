@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from perla_jax.agents import Agents
-from perla_jax.config import Config
+from perla_jax.config import Config, field_default
 from perla_jax.critics.base import Critic
 from perla_jax.critics.bootstrap import bootstrap_capacity
 from perla_jax.critics.continuous_q import ContinuousQCritic
@@ -32,7 +32,7 @@ def make_critic(cfg: Config, env, agents: Agents) -> Critic:
         bootstrap_capacity=bootstrap_capacity(env.time_limit, _horizon(env), cfg.num_steps),
     )
     head_hidden = cfg.critic_hidden[1:] if recurrent else cfg.critic_hidden
-    default_own = Config.__dataclass_fields__["own_action_samples"].default
+    default_own = field_default("own_action_samples")
     if cfg.uses_q_critic and not env.continuous and cfg.own_action_samples != default_own:
         raise ValueError(
             f"own_action_samples={cfg.own_action_samples} does nothing with discrete actions (the Q-critic gives "
