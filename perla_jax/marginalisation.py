@@ -1,4 +1,5 @@
-"""PERLA's marginalisation of a centralised critic over the other agents' current policies.
+"""PERLA's marginalisation of a centralised critic over the other agents' current policies, for discrete and Box
+actions.
 
 Q^_i(s, a_i) = 1/K sum_k Q(s, a_i, a_-i^(k)),   a^(k) ~ pi(. | tau), independently for every k.
 """
@@ -12,11 +13,14 @@ import distrax
 import jax
 import jax.numpy as jnp
 
+from perla_jax.networks.continuous import ContinuousQNetwork
 from perla_jax.networks.discrete import QCritic
-from perla_jax.networks.factored import FactoredQCritic
+from perla_jax.networks.factored import FactoredContinuousQ, FactoredQCritic
 
 # The discrete Q-critics: both give ``hidden_samples``, a linear ``output`` and ``output_at``.
 QNetwork = QCritic | FactoredQCritic
+# The Box-action Q-critics: ``q_samples`` over K joint samples crossed with M own actions.
+BoxQNetwork = ContinuousQNetwork | FactoredContinuousQ
 
 
 def marginalise(
@@ -103,6 +107,23 @@ def marginal_q_head(
         return q_hat, None
     per_sample = critic.apply(params, hidden, own_actions, method="output_at")  # [..., N, K]
     return q_hat, sample_variance(per_sample, axis=-1)
+
+
+def marginal_q_samples(
+    critic: BoxQNetwork,
+    params: chex.ArrayTree,
+    features: chex.Array,
+    joint_samples: chex.Array,
+    own_actions: chex.Array,
+) -> chex.Array:
+    """Q(s, a_i^(m), a_-i^(k)) for every agent, own sample and joint sample: ``[..., N, M, K]``.
+
+    Args:
+      features: ``[..., N, F]`` each agent's critic input.
+      joint_samples: ``[..., K, N, A]`` joint actions; agent i's own slot is replaced by its own action.
+      own_actions: ``[..., N, M, A]`` M own actions per agent.
+    """
+    return critic.apply(params, features, joint_samples, own_actions, method="q_samples")
 
 
 def sample_variance(per_sample: chex.Array, axis: int) -> chex.Array:

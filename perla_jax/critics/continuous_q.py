@@ -19,27 +19,10 @@ from perla_jax.agents import Agents
 from perla_jax.config import Config
 from perla_jax.critics.base import as_values, over_time_chunks, td_lambda_of
 from perla_jax.critics.inputs import CriticInputs
-from perla_jax.marginalisation import sample_variance
+from perla_jax.marginalisation import marginal_q_samples, sample_variance
 from perla_jax.networks.continuous import ContinuousQNetwork
 from perla_jax.networks.factored import FactoredContinuousQ
 from perla_jax.types import Batch, CriticEstimates, Trajectory
-
-
-def marginal_q_samples(
-    critic: ContinuousQNetwork | FactoredContinuousQ,
-    params: chex.ArrayTree,
-    features: chex.Array,
-    joint_samples: chex.Array,
-    own_actions: chex.Array,
-) -> chex.Array:
-    """Q(s, a_i^(m), a_-i^(k)) for every agent, own sample and joint sample: ``[..., N, M, K]``.
-
-    Args:
-      features: ``[..., N, F]`` each agent's critic input.
-      joint_samples: ``[..., K, N, A]`` joint actions; agent i's own slot is replaced by its own action.
-      own_actions: ``[..., N, M, A]`` M own actions per agent.
-    """
-    return critic.apply(params, features, joint_samples, own_actions, method="q_samples")
 
 
 @dataclasses.dataclass(frozen=True)
