@@ -85,11 +85,13 @@ def _continuous_table(target: str, arch: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def continuous_tables():
-    keys = (("joint", "mlp"), ("joint", "factored"), ("marginal", "factored"))
+    # The MLP Q-critic's joint target is checked on the discrete payoff table above; here the default critic only
+    # (the suite's time budget).
+    keys = (("joint", "factored"), ("marginal", "factored"))
     return {key: _continuous_table(*key) for key in keys}
 
 
-@pytest.mark.parametrize("arch", ["mlp", "factored"])
+@pytest.mark.parametrize("arch", ["factored"])
 def test_continuous_joint_target_recovers_the_product_of_the_actions(continuous_tables, arch):
     truth = np.multiply.outer(GRID, GRID)[None]
     error = np.abs(continuous_tables["joint", arch] - truth).max()

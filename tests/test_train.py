@@ -26,10 +26,6 @@ TINY = dict(
 )
 VARIANTS = {
     "perla_mappo-td": dict(algo="perla_mappo", advantage="td"),
-    # The MLP Q-critic takes the others' actions at its last hidden layer by default; this variant covers the first.
-    "perla_mappo-perla_cv-first": dict(
-        algo="perla_mappo", advantage="perla_cv", critic_arch="mlp", critic_action_layer="first"
-    ),
     "perla_mappo-sarsa": dict(algo="perla_mappo", advantage="sarsa"),
     "perla_ippo-k1": dict(algo="perla_ippo", k=1),  # K = 1: the ordinary single-sample CT-DE Q-critic
     "mappo": dict(algo="mappo"),
