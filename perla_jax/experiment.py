@@ -104,11 +104,16 @@ def run_experiment(
         manager.close()
 
 
+def _checked_chunk(chunk: int, num_updates: int) -> int:
+    """``chunk``, or ValueError unless it divides ``num_updates`` (one compiled chunk size serves the whole run)."""
+    if chunk < 1 or num_updates % chunk:
+        raise ValueError(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={num_updates}")
+    return chunk
+
+
 def fresh_plan(cfg: Config, out: Path | None, chunk_size: int | None, writer: bool) -> Plan:
     """A new run of ``cfg`` in ``out``, whose config.json is written here; the folder must not hold a run."""
-    chunk = choose_chunk_size(cfg.num_updates) if chunk_size is None else chunk_size
-    if chunk < 1 or cfg.num_updates % chunk:
-        raise ValueError(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={cfg.num_updates}")
+    chunk = _checked_chunk(choose_chunk_size(cfg.num_updates) if chunk_size is None else chunk_size, cfg.num_updates)
     out = out if out is not None else recording.default_run_dir(cfg)
     for name in (recording.METRICS_FILE, checkpoints.CHECKPOINT_DIR):
         if (out / name).exists():
@@ -143,8 +148,7 @@ def resume_plan(out: Path, given: dict[str, Any], chunk_size: int | None, writer
     chunk = meta.get("chunk_size") or chunk_size or choose_chunk_size(stored.num_updates)
     if chunk_size is not None and chunk_size != chunk:
         raise ValueError(f"chunk_size={chunk_size} differs from the run's chunk size {chunk}: allowed is {chunk}")
-    if chunk < 1 or stored.num_updates % chunk:
-        raise ValueError(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={stored.num_updates}")
+    _checked_chunk(chunk, stored.num_updates)
     dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds) if writer else 0
     if dropped:
         print(f"dropped {dropped} metrics rows written after checkpoint {start}", file=sys.stderr)
