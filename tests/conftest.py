@@ -10,9 +10,13 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # that compile the same tiny programs as tests before them; they inherit these variables and reuse the executables.
 # Each pytest process (the controller and every xdist worker) makes its own folder; one set by the user is kept.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get("PERLA_JAX_TEST_CACHE") == "1":
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["PERLA_JAX_TEST_CACHE"] = "1"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="perla_jax_test_cache_")
+    # the children that share it have exited with their tests; the folder would otherwise outlive every session
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

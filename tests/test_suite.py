@@ -34,32 +34,6 @@ def test_unknown_budget_is_refused():
         next(iter(studies.STUDIES.values())).configs("huge")
 
 
-@pytest.mark.timeout(300)
-def test_smoke_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, monkeypatch):
-    tiny = studies.Study(
-        "tiny", "Tiny credit game", common=dict(env="credit", env_kwargs={"num_agents": 2}),
-        runs={"mappo": dict(algo="mappo"), "perla_mappo joint td K=2": dict(algo="perla_mappo", k=2)},
-        paper=dict(total_timesteps=64, num_seeds=8), against="k",
-    )
-    monkeypatch.setitem(suite.STUDIES, "tiny", tiny)
-    argv = ["--study", "tiny", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-            str(tmp_path / "figs"), "--write", str(tmp_path / "BENCH.md")]
-    body = suite.main(argv)["tiny"]
-    rows = [line for line in body.splitlines() if line.startswith("| ") and not line.startswith("| run")]
-    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == list(tiny.runs)
-    assert "minus mappo" in body and "(2 seeds)" in body  # paired differences over the smoke budget's 2 seeds
-    assert (tmp_path / "figs" / "tiny-smoke.png").stat().st_size > 0
-    assert (tmp_path / "figs" / "tiny-smoke-k.png").stat().st_size > 0
-    assert "<!-- tiny-smoke:start -->" in (tmp_path / "BENCH.md").read_text()  # a paper table would be "tiny"
-    folders = sorted(f for f in (tmp_path / "runs" / "smoke").iterdir() if f.is_dir())
-    assert (tmp_path / "runs" / "smoke" / "tiny.md").read_text().strip() == body.strip()
-    assert len(folders) == 2 and all((f / "metrics.csv").is_file() for f in folders)
-    logs = {f: (f / "run.log").read_bytes() for f in folders}
-    suite.main(argv)  # everything finished: nothing retrains, so no child writes to a log again
-    assert {f: (f / "run.log").read_bytes() for f in folders} == logs
-    assert all(len((f / suite.WALL_FILE).read_text().split()) == 1 for f in folders)
-
-
 def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
     (tmp_path / suite.WALL_FILE).write_text("60.0\n30.0\n")
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches)"
@@ -109,21 +83,23 @@ def test_workers_below_one_are_refused(capsys):
 
 
 @pytest.mark.timeout(300)
-def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monkeypatch):
+def test_smoke_study_runs_end_to_end_pairs_each_n_with_its_baseline_and_resumes_without_retraining(tmp_path, monkeypatch):
     runs = {f"{algo} N={n}": dict(algo=algo, env_kwargs={"num_agents": n}) for n in (2, 3)
             for algo in ("mappo", "perla_mappo")}
     tiny = studies.Study("tiny-n", "Tiny credit game against N", common=dict(env="credit"), runs=runs,
                          paper=dict(total_timesteps=64, num_seeds=8), against="num_agents", threshold=0.3,
                          jaxmarl_return=True)
     monkeypatch.setitem(suite.STUDIES, "tiny-n", tiny)
-    body = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-                       str(tmp_path / "figs"), "--workers", "2"])["tiny-n"]  # 4 runs, 2 children at a time
+    argv = ["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
+            str(tmp_path / "figs"), "--write", str(tmp_path / "BENCH.md")]
+    body = suite.main(argv + ["--workers", "2"])["tiny-n"]  # 4 runs, 2 children at a time
     header, *rows = [line for line in body.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == list(runs)
     columns = [c.strip() for c in header.strip("|").split("|")]
     cells = {row.split(" | ")[0].lstrip("| "): [c.strip() for c in row.strip("|").split("|")] for row in rows}
     paired = columns.index("minus mappo (paired, 95% CI)")
     assert cells["mappo N=3"][paired] == "-" and cells["perla_mappo N=3"][paired].endswith("vs mappo N=3")
-    assert "(2 seeds) vs mappo N=2" in cells["perla_mappo N=2"][paired]
+    assert "(2 seeds) vs mappo N=2" in cells["perla_mappo N=2"][paired]  # the smoke budget's 2 seeds
     # x N: the JaxMARL convention, N times the mean final return
     mean = float(cells["mappo N=3"][columns.index("final return: mean [95% CI]")].split()[0])
     assert float(cells["mappo N=3"][columns.index("final return x N (JaxMARL)")]) == pytest.approx(3 * mean, abs=0.01)
@@ -131,9 +107,17 @@ def test_smoke_study_against_n_pairs_each_n_with_its_own_baseline(tmp_path, monk
     assert reach.endswith("/2)")
     assert all(cells[label][columns.index("train steps/s (cpu)")] != "-" for label in runs)  # every run has timing.csv
     assert "chunks timed on: cpu (100% of updates)" in body
+    assert (tmp_path / "figs" / "tiny-n-smoke.png").stat().st_size > 0
     assert (tmp_path / "figs" / "tiny-n-smoke-n.png").stat().st_size > 0
-    signal = suite.main(["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-                         str(tmp_path / "figs")])["perla-signal-tiny-n-smoke"]  # finished: only the tables again; one study, its own section
+    assert "<!-- tiny-n-smoke:start -->" in (tmp_path / "BENCH.md").read_text()  # a paper table would be "tiny-n"
+    assert (tmp_path / "runs" / "smoke" / "tiny-n.md").read_text().strip() == body.strip()
+    folders = sorted(f for f in (tmp_path / "runs" / "smoke").iterdir() if f.is_dir())
+    assert len(folders) == 4 and all((f / "metrics.csv").is_file() for f in folders)
+    logs = {f: (f / "run.log").read_bytes() for f in folders}
+    # everything finished: only the tables again, no child writes to a log; the signal table is its own section
+    signal = suite.main(argv)["perla-signal-tiny-n-smoke"]
+    assert {f: (f / "run.log").read_bytes() for f in folders} == logs
+    assert all(len((f / suite.WALL_FILE).read_text().split()) == 1 for f in folders)
     signal_rows = [line for line in signal.splitlines() if line.startswith("| tiny-n")]
     assert [row.split(" | ")[1:3] for row in signal_rows] == [["2", "perla_mappo N=2"], ["3", "perla_mappo N=3"]]
 
