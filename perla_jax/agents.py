@@ -18,7 +18,7 @@ from perla_jax.config import Config
 from perla_jax.marginalisation import sample_joint_actions
 from perla_jax.networks.heads import PolicyHead, make_policy_head
 from perla_jax.networks.layers import agent_ids
-from perla_jax.networks.recurrent import GRUTorso, reset_where, scan_sequence, step_after
+from perla_jax.networks.recurrent import GRUTorso, replay_rollout, reset_where, scan_sequence
 from perla_jax.types import Trajectory
 
 
@@ -89,7 +89,7 @@ class Agents:
             raise ValueError("a recurrent actor (network='rnn') has no per-observation policy: use actor_step")
         return self._head_policy(params, self.actor_inputs(obs), avail)
 
-    def initial_actor_hidden(self, lead: tuple[int, ...]) -> chex.Array | None:
+    def initial_actor_carry(self, lead: tuple[int, ...]) -> chex.Array | None:
         """Zero hidden state ``[*lead, N, H]``; None for feed-forward actors."""
         return None if not self.recurrent else jnp.zeros((*lead, self.num_agents, self.torso.width))
 
@@ -121,9 +121,8 @@ class Agents:
         avail = jnp.concatenate([traj.avail, traj.final_avail], axis=0)
         if not self.recurrent:
             return self.policy(params, jnp.concatenate([traj.obs, traj.final_obs], axis=0), avail)
-        step = self._torso_step(params)
-        _, out = scan_sequence(step, hidden0, self.actor_inputs(traj.obs), traj.first)
-        final = step_after(step, out, self.actor_inputs(traj.final_obs))
+        _, out, final = replay_rollout(self._torso_step(params), hidden0, self.actor_inputs(traj.obs), traj.first,
+                                       self.actor_inputs(traj.final_obs))
         return self._head_policy(params, jnp.concatenate([out, final], axis=0), avail)
 
     def sample_others(self, key: chex.PRNGKey, policy: distrax.Distribution) -> chex.Array:

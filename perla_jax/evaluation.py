@@ -74,7 +74,7 @@ def play_episode(
         )
         return (next_state, tr.obs, over | ended, hidden), (totals, ~over, state.inner if record else None)
 
-    carry = (state, obs, jnp.array(False), agents.initial_actor_hidden(()))
+    carry = (state, obs, jnp.array(False), agents.initial_actor_carry(()))
     (_, _, over, _), ((returns, lengths, wins), live, states) = jax.lax.scan(
         step, carry, jax.random.split(key_run, horizon)
     )

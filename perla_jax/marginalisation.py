@@ -64,7 +64,7 @@ def sample_joint_actions(key: chex.PRNGKey, policy: distrax.Distribution, k: int
     return jnp.sum(cdf < u[..., None], axis=-1).astype(jnp.int32)
 
 
-def critic_hidden_samples(
+def last_layer_samples(
     critic: QNetwork, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
 ) -> chex.Array:
     """The critic's last hidden layer for each sampled joint action of the others.
@@ -83,8 +83,8 @@ def q_head_samples(
     critic: QNetwork, params: chex.ArrayTree, features: chex.Array, joint_samples: chex.Array
 ) -> chex.Array:
     """Critic values over every own action for each sampled joint action: ``[..., N, K, A]`` (inputs as
-    in ``critic_hidden_samples``). Its mean over K is Q^_i(s, .) at the cost of K passes, not K*A."""
-    hidden = critic_hidden_samples(critic, params, features, joint_samples)
+    in ``last_layer_samples``). Its mean over K is Q^_i(s, .) at the cost of K passes, not K*A."""
+    hidden = last_layer_samples(critic, params, features, joint_samples)
     return critic.apply(params, hidden, method="output")
 
 
@@ -101,7 +101,7 @@ def marginal_q_head(
     Equal to ``marginal_q(q_head_samples(...))`` but applies the (linear) output layer once to the mean
     hidden layer instead of K times.
     """
-    hidden = critic_hidden_samples(critic, params, features, joint_samples)  # [..., N, K, H]
+    hidden = last_layer_samples(critic, params, features, joint_samples)  # [..., N, K, H]
     q_hat = critic.apply(params, hidden.mean(axis=-2), method="output")
     if own_actions is None:
         return q_hat, None

@@ -20,19 +20,19 @@ def rollout(
     obs: chex.Array,
     key: chex.PRNGKey,
     num_steps: int,
-    actor_hidden: chex.Array | None = None,
+    actor_carry: chex.Array | None = None,
     first: chex.Array | None = None,
 ) -> tuple[EnvState, chex.Array, Trajectory, chex.Array | None, chex.Array]:
     """Runs ``num_steps`` steps in ``E`` environments from observations ``obs [E, N, O]``, the recurrent
-    actor's hidden state ``actor_hidden [E, N, H]`` (None if feed-forward) and ``first [E]`` (obs begins an
-    episode; default all true). Returns (env_state, obs, trajectory, actor_hidden, first) to continue from."""
+    actor's hidden state ``actor_carry [E, N, H]`` (None if feed-forward) and ``first [E]`` (obs begins an
+    episode; default all true). Returns (env_state, obs, trajectory, actor_carry, first) to continue from."""
     num_envs = obs.shape[0]
     first = jnp.ones((num_envs,), bool) if first is None else first
-    actor_hidden = agents.initial_actor_hidden((num_envs,)) if actor_hidden is None else actor_hidden
+    actor_carry = agents.initial_actor_carry((num_envs,)) if actor_carry is None else actor_carry
 
     def step(carry, step_key):
         env_state, obs, hidden, first = carry
-        state = jax.vmap(env.global_state)(env_state.inner, obs)
+        state = jax.vmap(env.critic_state)(env_state.inner, obs)
         env_state, tr, acted = act_step(
             env, agents, actor_params, env_state, obs, hidden, first, step_key, "sample", num_envs
         )
@@ -55,6 +55,6 @@ def rollout(
         )
         return (env_state, tr.obs, acted.hidden, tr.terminated | tr.truncated), record
 
-    carry = (env_state, obs, actor_hidden, first)
+    carry = (env_state, obs, actor_carry, first)
     (env_state, obs, hidden, first), traj = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
     return env_state, obs, traj, hidden, first

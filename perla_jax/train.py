@@ -81,23 +81,23 @@ def _optimiser(cfg: Config, lr: float) -> optax.GradientTransformation:
 def _make_init(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic) -> Callable[[chex.PRNGKey], RunnerState]:
     def init(rng: chex.PRNGKey) -> RunnerState:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
-        actor_state = TrainState.create(
+        actor_train = TrainState.create(
             apply_fn=agents.actor.apply, params=agents.init_actor(k_actor), tx=_optimiser(cfg, cfg.actor_lr)
         )
-        critic_state = TrainState.create(
+        critic_train = TrainState.create(
             apply_fn=critic.network.apply, params=critic.init(k_critic), tx=_optimiser(cfg, cfg.critic_lr)
         )
         obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs))
         return RunnerState(
-            actor=actor_state,
-            critic=critic_state,
+            actor=actor_train,
+            critic=critic_train,
             env_state=env_state,
             obs=obs,
             key=rng,
             update=jnp.array(0),
             first=jnp.ones((cfg.num_envs,), bool),
-            actor_hidden=agents.initial_actor_hidden((cfg.num_envs,)),
-            critic_hidden=critic.inputs.initial_hidden((cfg.num_envs,)),
+            actor_carry=agents.initial_actor_carry((cfg.num_envs,)),
+            critic_carry=critic.inputs.initial_carry((cfg.num_envs,)),
             value_norm=initial_value_norm() if cfg.value_norm else None,
         )
 
@@ -167,12 +167,12 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
 
     def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
         key, k_roll, k_est, k_epochs = jax.random.split(state.key, 4)
-        env_state, obs, traj, actor_hidden, first = rollout(
+        env_state, obs, traj, actor_carry, first = rollout(
             env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps,
-            state.actor_hidden, state.first,
+            state.actor_carry, state.first,
         )
         est = critic.estimate(
-            state.actor.params, state.critic.params, traj, k_est, state.actor_hidden, state.critic_hidden,
+            state.actor.params, state.critic.params, traj, k_est, state.actor_carry, state.critic_carry,
             state.value_norm,
         )
         value_norm, targets, old_predictions = _in_critic_units(state.value_norm, est)
@@ -189,8 +189,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             first=traj.first,
         )
         # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
-        pg_var, pg_snr = policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_hidden)
-        starts = SequenceStarts(actor=state.actor_hidden, critic=state.critic_hidden) if agents.recurrent else None
+        pg_var, pg_snr = policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
+        starts = SequenceStarts(actor=state.actor_carry, critic=state.critic_carry) if agents.recurrent else None
         nets, stats = jax.lax.scan(
             lambda n, k: epoch(n, k, batch, starts),
             (state.actor, state.critic),
@@ -206,8 +206,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             key=key,
             update=state.update + 1,
             first=first,
-            actor_hidden=actor_hidden,
-            critic_hidden=est.critic_hidden,
+            actor_carry=actor_carry,
+            critic_carry=est.critic_carry,
             value_norm=value_norm,
         )
         return new_state, {name: metrics[name] for name in METRICS}

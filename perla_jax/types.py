@@ -4,6 +4,9 @@ Axis convention, used everywhere in the package: ``[T, E, N, ...]`` = time, envi
 critic's global state size, ``O`` the observation size, ``A`` the number of actions (discrete) or the action
 vector's width (continuous), ``K`` the joint-action samples, ``H`` a hidden width. After a minibatch is
 flattened, ``[B, ...]`` replaces ``[T, E, ...]``. Environment functions act on one environment (no ``E``).
+
+Words: a recurrent network's state between steps is its *carry* (``actor_carry``, ``critic_carry``; flax's term);
+*hidden* names layers (``Config.actor_hidden`` / ``critic_hidden`` are the hidden layers' widths).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Trajectory:
     """A rollout batch."""
 
     obs: chex.Array  # [T, E, N, O] observation acted on
-    state: chex.Array  # [T, E, S] critic's global state acted in (MultiAgentEnv.global_state)
+    state: chex.Array  # [T, E, S] critic's global state acted in (MultiAgentEnv.critic_state)
     avail: chex.Array  # [T, E, N, A] bool, actions available at obs (the policy was masked with it)
     action: chex.Array  # [T, E, N] (discrete) or [T, E, N, A] (continuous)
     log_prob: chex.Array  # [T, E, N] behaviour log-probability of the action
@@ -91,7 +94,7 @@ class CriticEstimates:
     # [] share of the one-step TD errors' variance the others' actions explain (advantages.others_share); NaN
     # for critics without the others' actions
     others_share: chex.Array
-    critic_hidden: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state after the rollout
+    critic_carry: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state after the rollout
 
 
 @chex.dataclass(frozen=True)
@@ -128,6 +131,6 @@ class RunnerState:
     key: chex.PRNGKey
     update: chex.Array  # [] updates done so far
     first: chex.Array  # [E] obs begins an episode (recurrent hidden states reset there)
-    actor_hidden: chex.Array | None = None  # [E, N, H] recurrent actor's hidden state (None: feed-forward)
-    critic_hidden: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state
+    actor_carry: chex.Array | None = None  # [E, N, H] recurrent actor's hidden state (None: feed-forward)
+    critic_carry: chex.Array | None = None  # [E, N, H] recurrent critic's hidden state
     value_norm: Any = None  # value_norm.ValueNorm of the critic's targets (None: Config.value_norm off)

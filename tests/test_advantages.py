@@ -145,7 +145,7 @@ def test_estimate_bootstraps_on_truncation_not_termination_on_a_hand_made_trajec
     from perla_jax import Config, make_env
     from perla_jax.agents import Agents
     from perla_jax.critics import make_critic
-    from perla_jax.envs.base import global_state
+    from perla_jax.envs.base import concatenated_observations
     from perla_jax.types import Trajectory
 
     cfg = Config(algo="mappo", gamma=0.9, gae_lambda=0.0, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1)
@@ -163,11 +163,11 @@ def test_estimate_bootstraps_on_truncation_not_termination_on_a_hand_made_trajec
         final_obs=final_obs, terminated=jnp.array([[False], [False], [False], [True]]),
         truncated=jnp.array([[False], [True], [False], [False]]),
         episode_return=jnp.zeros((T, 1)), episode_length=jnp.zeros((T, 1)),
-        state=global_state(obs), final_state=global_state(final_obs), avail=avail, final_avail=avail,
+        state=concatenated_observations(obs), final_state=concatenated_observations(final_obs), avail=avail, final_avail=avail,
         won=jnp.zeros((T, 1), bool),
     )
     est = critic.estimate(agents.init_actor(jax.random.PRNGKey(3)), params, traj, jax.random.PRNGKey(4))
-    state_values = lambda o: critic.network.apply(params, critic.inputs.features(o, global_state(o)))
+    state_values = lambda o: critic.network.apply(params, critic.inputs.features(o, concatenated_observations(o)))
     v = np.asarray(state_values(obs))[:, 0]
     v_final = np.asarray(state_values(final_obs))[:, 0]
     r = np.asarray(reward)[:, 0]

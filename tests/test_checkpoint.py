@@ -308,6 +308,27 @@ def test_reconcile_metrics_keeps_exactly_the_checkpointed_rows(tmp_path):
     assert checkpoints.reconcile_metrics(path, 0, num_seeds=2) == 4 and path.read_text() == ""
 
 
+def test_a_checkpoint_with_the_old_field_names_restores_into_the_renamed_fields(reference, tmp_path):
+    """Checkpoints written before RunnerState.actor_hidden / critic_hidden became actor_carry / critic_carry
+    (the recurrent reference run has both) restore with every leaf in its place."""
+    state = _final_state(reference)
+    fields = {checkpoints.RENAMED_STATE_FIELDS.get(f, f): getattr(state, f) for f in state.keys()}
+    old = checkpoints._under_old_names(type(state))(**fields)
+    meta = json.loads(json.dumps(dict(config=recording.read_config(reference).to_dict(), updates_done=NUM_UPDATES)))
+    shutil.copy(reference / recording.CONFIG_FILE, tmp_path / recording.CONFIG_FILE)
+    manager = checkpoints.open_manager(tmp_path)
+    try:
+        checkpoints.save(manager, old, meta)
+    finally:
+        manager.close()
+    restored = _final_state(tmp_path)
+    assert restored.actor_carry is not None and restored.critic_carry is not None
+    paths = lambda tree: [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    assert paths(restored) == paths(state)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_config_differences_compare_json_values():
     a = Config(num_steps=8, total_timesteps=64, num_envs=2, num_minibatches=1).to_dict()
     assert checkpoints.config_differences(a, json.loads(json.dumps(a))) == []  # tuples vs lists: equal

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perla_jax import make_env
-from perla_jax.envs.base import global_state
+from perla_jax.envs.base import concatenated_observations
 
 
 def test_truncation_keeps_final_obs_and_resets():
@@ -42,6 +42,6 @@ def test_truncation_keeps_final_obs_and_resets():
     assert ends == [25, 51]
 
 
-def test_global_state_concatenates_agent_observations():
+def test_mpe_world_state_concatenates_agent_observations():
     obs = jnp.arange(2 * 3 * 4.0).reshape(2, 3, 4)
-    np.testing.assert_array_equal(global_state(obs), obs.reshape(2, 12))
+    np.testing.assert_array_equal(concatenated_observations(obs), obs.reshape(2, 12))

@@ -202,13 +202,13 @@ def test_a_decentralised_critic_never_reads_the_others_observations(network, poo
         joint = jnp.array([[[1, 2, 3]]])
 
         def q(o):
-            head, inputs = critic.inputs.sequence(params, critic.inputs.initial_hidden((1,)), o, o.reshape(1, 1, -1),
+            head, inputs = critic.inputs.sequence(params, critic.inputs.initial_carry((1,)), o, o.reshape(1, 1, -1),
                                                   jnp.ones((1, 1), bool))
             return critic.network.apply(head, inputs, joint)[..., 0, :]  # agent 0's Q over its actions
 
         assert float(jnp.abs(q(obs) - q(obs.at[..., 0, :].add(1.0))).max()) > 1e-4  # its own observation counts
         with_others = critic.network.apply(params if network == "ff" else params["head"],
-                                           critic.inputs.sequence(params, critic.inputs.initial_hidden((1,)), obs,
+                                           critic.inputs.sequence(params, critic.inputs.initial_carry((1,)), obs,
                                                                   obs.reshape(1, 1, -1), jnp.ones((1, 1), bool))[1],
                                            jnp.array([[[1, 4, 0]]]))[..., 0, :]
         assert float(jnp.abs(q(obs) - with_others).max()) > 1e-4  # the others' actions count

@@ -60,7 +60,7 @@ def test_hidden_state_resets_at_episode_start():
     params = agents.init_actor(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (6, 2, agents.num_agents, agents.obs_dim))  # [T, E, N, O]
     first = jnp.zeros((6, 2), bool).at[0].set(True).at[3, 0].set(True)  # env 0 starts a new episode at t=3
-    h0 = agents.initial_actor_hidden((2,))
+    h0 = agents.initial_actor_carry((2,))
     logits = agents.actor_sequence(params, h0, obs, first).logits
     fresh = agents.actor_sequence(params, h0, obs[3:], jnp.zeros((3, 2), bool).at[0].set(True)).logits
     np.testing.assert_allclose(logits[3:, 0], fresh[:, 0], rtol=1e-6, atol=1e-6)
@@ -76,7 +76,7 @@ def test_sequence_minibatches_replay_the_rollout(rnn_rollouts):
     ended = np.asarray(traj1.terminated | traj1.truncated)
     assert ended.any() and np.asarray(traj1.first)[1:].any()
     np.testing.assert_array_equal(traj1.first[1:], ended[:-1])
-    for traj, h0 in ((traj1, state.actor_hidden), (traj2, hidden)):
+    for traj, h0 in ((traj1, state.actor_carry), (traj2, hidden)):
         log_prob = agents.actor_sequence(params, h0, traj.obs, traj.first, traj.avail).log_prob(traj.action)
         np.testing.assert_allclose(log_prob, traj.log_prob, rtol=1e-5, atol=1e-5)
         envs = jnp.array([3, 1])  # a minibatch of whole sequences, shuffled
@@ -92,7 +92,7 @@ def test_critic_inputs_at_reached_states_continue_the_sequence(rnn_rollouts):
     trainer, state, traj, _, _ = rnn_rollouts
     t, e = traj.obs.shape[:2]
     every_step = BootstrapSteps(index=jnp.broadcast_to(jnp.arange(t)[:, None], (t, e)), overflow=jnp.array(False))
-    head, now, final, last = trainer.critic.inputs.rollout(state.critic.params, state.critic_hidden, traj, every_step)
+    head, now, final, last = trainer.critic.inputs.rollout(state.critic.params, state.critic_carry, traj, every_step)
     now, final = np.asarray(now), np.asarray(final)
     ended = np.asarray(traj.terminated | traj.truncated)
     # Where the episode went on, the state reached is the next step's state, with the same memory.

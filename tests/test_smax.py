@@ -28,7 +28,7 @@ def perla_run():
     # The marginal target keeps the K joint samples in the estimates (the joint target draws the same samples but
     # does not store them), so the mask checks can read them.
     trainer = make_trainer(Config(**TINY, algo="perla_mappo", critic_target="marginal"))
-    reset_state = lambda state, traj: jax.vmap(trainer.env.global_state)(state.env_state.inner, state.obs)
+    reset_state = lambda state, traj: jax.vmap(trainer.env.critic_state)(state.env_state.inner, state.obs)
     return trainer, *rollout_estimate_train(trainer, UPDATES, reset_state)(jax.random.PRNGKey(0))
 
 

@@ -22,7 +22,7 @@ def run_episode(env, steps: int):
     """(per step: the critic state acted in, the transition) for ``steps`` random steps from a reset."""
     _, state = env.reset(jax.random.PRNGKey(0))
     step = jax.jit(env.step)
-    critic_state = jax.jit(env.global_state)
+    critic_state = jax.jit(env.critic_state)
     obs, _ = env.reset(jax.random.PRNGKey(0))
     out = []
     for t in range(steps):

@@ -34,8 +34,8 @@ class Critic(Protocol):
         critic_params: chex.ArrayTree,
         traj: Trajectory,
         key: chex.PRNGKey,
-        actor_hidden: chex.Array | None = None,
-        critic_hidden: chex.Array | None = None,
+        actor_carry: chex.Array | None = None,
+        critic_carry: chex.Array | None = None,
         value_norm: ValueNorm | None = None,
     ) -> CriticEstimates:
         """Values, advantages and targets for a rollout ``traj [T, E, ...]``; recurrent networks start from the

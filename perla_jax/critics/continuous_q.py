@@ -60,12 +60,12 @@ class ContinuousQCritic:
         """Q^_i(s, a_i) at the actions ``[..., N, A]`` over the K samples ``[..., K, N, A]``: ``[..., N]``."""
         return self.q_samples(params, obs, state, joint_samples, actions[..., None, :])[..., 0, :].mean(axis=-1)
 
-    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None,
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_carry=None, critic_carry=None,
                  value_norm=None):
         """For each step the critic is evaluated at the taken action and at M fresh own actions, against the same
         K joint samples: Q^_i(s, a_i) is the mean over K at the taken action, V^_i(s) the mean over M and K.
         Feed-forward only (Config refuses rnn with Box actions), so the hidden states are unused."""
-        del actor_hidden, critic_hidden
+        del actor_carry, critic_carry
         cfg, agents = self.cfg, self.agents
         t = traj.obs.shape[0]
         steps = self.inputs.bootstrap_steps(traj)  # the steps whose reached state needs a value

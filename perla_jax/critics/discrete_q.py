@@ -47,15 +47,15 @@ class DiscreteQCritic:
         n = self.inputs.num_agents
         return self.inputs.init(key, lambda k, x: self.network.init(k, x, jnp.zeros((n,), jnp.int32)))
 
-    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None,
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_carry=None, critic_carry=None,
                  value_norm=None):
         cfg, lead, t = self.cfg, rollout_lead(traj), traj.obs.shape[0]
-        actor_hidden = or_default(actor_hidden, self.agents.initial_actor_hidden(lead))
-        critic_hidden = or_default(critic_hidden, self.inputs.initial_hidden(lead))
+        actor_carry = or_default(actor_carry, self.agents.initial_actor_carry(lead))
+        critic_carry = or_default(critic_carry, self.inputs.initial_carry(lead))
         steps = self.inputs.bootstrap_steps(traj)  # the steps whose reached state needs a value
-        head, inputs_now, inputs_final, critic_last = self.inputs.rollout(critic_params, critic_hidden, traj, steps)
+        head, inputs_now, inputs_final, critic_last = self.inputs.rollout(critic_params, critic_carry, traj, steps)
         # Masked policies: the others' samples and the expectations over own actions skip unavailable ones.
-        policy = self.agents.rollout_policy(actor_params, actor_hidden, traj)  # [2T, E, N]
+        policy = self.agents.rollout_policy(actor_params, actor_carry, traj)  # [2T, E, N]
         probs_now, probs_final = jnp.split(policy.probs, [t])
         samples_now, samples_final = jnp.split(self.agents.sample_others(key, policy), [t])  # [T, E, K, N] each
         q_now, q_var = self._marginal(head, inputs_now, samples_now, traj.action)  # [T, E, N, A], [T, E, N]
@@ -85,7 +85,7 @@ class DiscreteQCritic:
             joint_samples=samples,
             sample_variance=q_var,
             others_share=others_share(values, td),
-            critic_hidden=critic_last,
+            critic_carry=critic_last,
         )
 
     def _marginal(self, head, inputs: chex.Array, samples: chex.Array, own_actions: chex.Array | None = None):

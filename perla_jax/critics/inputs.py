@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from perla_jax.agents import broadcast_ids
 from perla_jax.algos import AlgoSpec
 from perla_jax.critics.bootstrap import BootstrapSteps, bootstrap_steps
-from perla_jax.networks.recurrent import GRUTorso, scan_sequence, step_after
+from perla_jax.networks.recurrent import GRUTorso, replay_rollout, scan_sequence
 from perla_jax.types import Trajectory
 
 HeadInit = Callable[[chex.PRNGKey, chex.Array], chex.ArrayTree]
@@ -78,7 +78,7 @@ class CriticInputs:
             return base
         return jnp.concatenate([base, broadcast_ids(obs, self.num_agents)], axis=-1)
 
-    def initial_hidden(self, lead: tuple[int, ...]) -> chex.Array | None:
+    def initial_carry(self, lead: tuple[int, ...]) -> chex.Array | None:
         return None if not self.recurrent else jnp.zeros((*lead, self.num_agents, self.torso.width))
 
     def init(self, key: chex.PRNGKey, init_head: HeadInit) -> chex.ArrayTree:
@@ -118,6 +118,5 @@ class CriticInputs:
         final = self.features(steps.take(traj.final_obs), steps.take(traj.final_state))
         if not self.recurrent:
             return params, now, final, hidden0
-        step = self._torso_step(params)
-        last, out = scan_sequence(step, hidden0, now, traj.first)
-        return params["head"], out, step_after(step, steps.take(out), final), last
+        last, out, reached = replay_rollout(self._torso_step(params), hidden0, now, traj.first, final, steps.take)
+        return params["head"], out, reached, last

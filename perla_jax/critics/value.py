@@ -29,10 +29,10 @@ class ValueCritic:
     def init(self, key: chex.PRNGKey) -> chex.ArrayTree:
         return self.inputs.init(key, self.network.init)
 
-    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_hidden=None, critic_hidden=None,
+    def estimate(self, actor_params, critic_params, traj: Trajectory, key, actor_carry=None, critic_carry=None,
                  value_norm=None):
-        del actor_params, key, actor_hidden
-        hidden0 = or_default(critic_hidden, self.inputs.initial_hidden(rollout_lead(traj)))
+        del actor_params, key, actor_carry
+        hidden0 = or_default(critic_carry, self.inputs.initial_carry(rollout_lead(traj)))
         t = traj.obs.shape[0]
         steps = self.inputs.bootstrap_steps(traj)
         head, inputs_now, inputs_final, critic_last = self.inputs.rollout(critic_params, hidden0, traj, steps)
@@ -47,7 +47,7 @@ class ValueCritic:
             joint_samples=None,
             sample_variance=jnp.zeros_like(values),
             others_share=jnp.float32(jnp.nan),  # a V-critic never sees the others' actions
-            critic_hidden=critic_last,
+            critic_carry=critic_last,
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:

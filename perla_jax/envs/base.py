@@ -109,7 +109,7 @@ class MultiAgentEnv:
 
     @property
     def state_dim(self) -> int:
-        """Size ``S`` of the critic's state ``global_state``: the world state, plus the time left if observed."""
+        """Size ``S`` of the critic's state ``critic_state``: the world state, plus the time left if observed."""
         return self.world_state_dim + int(self.observes_time)
 
     @property
@@ -120,9 +120,9 @@ class MultiAgentEnv:
     def world_state(self, inner: Any, obs: chex.Array) -> chex.Array:
         """The centralised state ``[world_state_dim]`` in jaxmarl state ``inner`` with observations ``obs [N, O]``
         (MPE: concatenated observations)."""
-        return global_state(obs)
+        return concatenated_observations(obs)
 
-    def global_state(self, inner: Any, obs: chex.Array) -> chex.Array:
+    def critic_state(self, inner: Any, obs: chex.Array) -> chex.Array:
         """The critic's state ``[S]``: ``world_state``, then (``time_limit="observe"``) ``time_left``."""
         world = self.world_state(inner, obs)
         if not self.observes_time:
@@ -187,7 +187,7 @@ class MultiAgentEnv:
         terminated, truncated, won = self.episode_end(inner, ended, info)
         if self.time_limit != "bootstrap":  # the limit ends the task: targets do not look past it
             terminated, truncated = terminated | truncated, jnp.zeros_like(truncated)
-        final_state, final_avail = self.global_state(inner, final_obs), self.avail_actions(inner)
+        final_state, final_avail = self.critic_state(inner, final_obs), self.avail_actions(inner)
         ret = state.episode_return + reward.mean()
         length = state.episode_length + 1
         reset_obs, reset_state = self.reset(key_reset)
@@ -255,6 +255,6 @@ def check_spaces(name: str, menv: MultiAgentEnv) -> MultiAgentEnv:
     return menv
 
 
-def global_state(obs: chex.Array) -> chex.Array:
+def concatenated_observations(obs: chex.Array) -> chex.Array:
     """Centralised state ``[..., N*O]`` from observations ``[..., N, O]`` (MPE: concatenated observations)."""
     return obs.reshape(*obs.shape[:-2], -1)

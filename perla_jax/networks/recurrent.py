@@ -63,3 +63,17 @@ def step_after(step: StepFn, outputs: chex.Array, final_xs: chex.Array) -> chex.
     step from the hidden state after step t, with no reset, for every t at once. Where an episode went on,
     this equals the sequence's own output at t+1."""
     return step(outputs, final_xs)[1]
+
+
+def replay_rollout(
+    step: StepFn, hidden0: chex.Array, xs: chex.Array, first: chex.Array, final_xs: chex.Array,
+    select: Callable[[chex.Array], chex.Array] | None = None,
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """A rollout replayed through a recurrent torso, for the actor and the critics alike: from ``hidden0
+    [..., N, H]`` over its inputs ``xs [T, ..., N, F]``, then one step further into the inputs of the states the
+    steps reached, ``final_xs`` (``step_after``). ``select`` picks the steps those are given for (e.g. the
+    ``[C, ...]`` steps that need a bootstrap value); default every step.
+
+    Returns ``(hidden after the rollout [..., N, H], outputs [T, ..., N, H], outputs at the reached states)``."""
+    last, out = scan_sequence(step, hidden0, xs, first)
+    return last, out, step_after(step, out if select is None else select(out), final_xs)

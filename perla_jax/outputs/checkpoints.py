@@ -19,11 +19,13 @@ CSV may hold rows beyond the latest checkpoint (never fewer); ``reconcile_metric
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import chex
 import jax
 import orbax.checkpoint as ocp
 
@@ -32,6 +34,9 @@ from perla_jax.outputs.recording import COLUMNS, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("state", "meta")
+# RunnerState fields renamed after checkpoints with the old names were written (new name -> old name); a restore
+# that finds the old names reads them into the new ones.
+RENAMED_STATE_FIELDS = {"actor_carry": "actor_hidden", "critic_carry": "critic_hidden"}
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -100,8 +105,30 @@ def restore_state(manager: ocp.CheckpointManager, step: int, target: Any,
     resumed or evaluated on this machine's CPU or on another number of devices."""
     placement = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     placed = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=placement), target)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(placed)))
-    return restored["state"]
+    try:
+        return _restore(manager, step, placed)
+    except ValueError as err:
+        if not any(f"{new}:" in str(err) for new in RENAMED_STATE_FIELDS):
+            raise
+    renamed = {RENAMED_STATE_FIELDS.get(name, name): value for name, value in _fields(placed).items()}
+    restored = _restore(manager, step, _under_old_names(type(placed))(**renamed))
+    old_names = {old: new for new, old in RENAMED_STATE_FIELDS.items()}
+    return type(placed)(**{old_names.get(name, name): value for name, value in _fields(restored).items()})
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, placed: Any) -> Any:
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(placed)))["state"]
+
+
+def _fields(state: Any) -> dict[str, Any]:
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+
+
+def _under_old_names(cls: type) -> type:
+    """A pytree dataclass like ``cls`` whose renamed fields carry their old names (``RENAMED_STATE_FIELDS``)."""
+    fields = [(RENAMED_STATE_FIELDS.get(f.name, f.name), Any, dataclasses.field(default=f.default))
+              for f in dataclasses.fields(cls)]
+    return chex.dataclass(dataclasses.make_dataclass(f"{cls.__name__}UnderOldNames", fields))
 
 
 def config_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
