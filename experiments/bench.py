@@ -22,6 +22,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python experiments/bench.py`: the repository root makes `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import sections  # noqa: E402  (plain text: the parent process imports no jax)
 
 SECTION = "bench"
 START, END = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
@@ -220,16 +226,12 @@ def machine_info() -> str:
 
 def replace_section(text: str, body: str) -> str:
     """Returns ``text`` with the part between the bench markers replaced by ``body`` (markers appended if absent)."""
-    from perla_jax import recording  # lazily, like jax: the parent process stays light
-
-    return recording.replace_marked_section(text, SECTION, body)
+    return sections.replace_marked_section(text, SECTION, body)
 
 
 def write_report(path: str, body: str) -> None:
     """Replaces the bench section of ``path``, creating the file if needed."""
-    from perla_jax import recording
-
-    recording.write_marked_section(path, SECTION, body)
+    sections.write_marked_section(path, SECTION, body)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,9 +349,7 @@ def _main_interleaved(args: argparse.Namespace, argv: list[str] | None) -> None:
             table, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine_info()}  ",
             "Load average (1 min) before/after: " + f"{load_before[0]:.2f} / {load_after[0]:.2f}",
         ])
-        from perla_jax import recording
-
-        recording.write_marked_section(args.write, args.section, body)
+        sections.write_marked_section(args.write, args.section, body)
 
 
 if __name__ == "__main__":

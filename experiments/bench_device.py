@@ -21,7 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench import machine_info, run_isolated
+if __package__ in (None, ""):  # `python experiments/bench_device.py`: the repository root makes `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.bench import machine_info, run_isolated  # noqa: E402
 
 ALGOS = ("mappo", "perla_mappo")
 TINY = dict(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, actor_hidden=(8,), critic_hidden=(8, 8))

@@ -24,7 +24,12 @@ import statistics
 import sys
 import time
 
-import bench
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python experiments/profile_step.py`: the repository root makes `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import bench, sections  # noqa: E402
 
 COLUMNS = ("algo", "K", "seeds", "ms / update", "outside the epochs", "per epoch (x epochs)", "K samples",
            "vs mappo")
@@ -98,13 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     table = format_table(profile(rows, args.seeds, args.config, args.rounds))
     print(table)
     if args.write:
-        from perla_jax import recording
-
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         command = shlex.join(["python", "experiments/profile_step.py"] + (sys.argv[1:] if argv is None else argv))
         body = "\n".join([table, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {bench.machine_info()}  ",
                           f"Load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}"])
-        recording.write_marked_section(args.write, args.section, body)
+        sections.write_marked_section(args.write, args.section, body)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ from perla_jax import Config, analysis, recording
 from perla_jax.config import LEGACY_VALUES
 from perla_jax.envs.credit import credit_others_share, pairs_others_share
 from perla_jax.experiment import RESUME_HINT
-from studies import AXIS_SUFFIX, BUDGETS, STUDIES, Study, axis_value
-from suite_figures import plot_against_axis
+if __package__ in (None, ""):  # `python experiments/suite.py`: the repository root makes `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import reporting, sections  # noqa: E402
+from experiments.studies import AXIS_SUFFIX, BUDGETS, STUDIES, Study, axis_value  # noqa: E402
+from experiments.suite_figures import plot_against_axis  # noqa: E402
 
 RUN_PY = Path(__file__).with_name("run.py")
 FIGURES = Path("docs/figures")
@@ -212,7 +216,7 @@ def threshold_cell(run: analysis.Run, threshold: float) -> str:
 def speed_cell(folder: Path, cfg: Config, timed_on: str) -> str:
     """Training steps/s on the study's platform ``timed_on``, then those on any other platform that timed the run
     (a run resumed on another machine)."""
-    speeds = recording.steps_per_second_by_platform(folder, cfg)
+    speeds = reporting.steps_per_second_by_platform(folder, cfg)
     speed = speeds.pop(timed_on, math.nan)
     others = [f"{name}: {value:,.0f}" for name, value in speeds.items()]
     return ("-" if math.isnan(speed) else f"{speed:,.0f}") + (f" ({'; '.join(others)})" if others else "")
@@ -221,7 +225,7 @@ def speed_cell(folder: Path, cfg: Config, timed_on: str) -> str:
 def study_rows(study: Study, folders: dict[str, Path]) -> list[str]:
     """The markdown table of one study: final ``study.score`` (return, or win rate on SMAX) with its paired
     difference and probability of improvement, then the return where the score is another metric."""
-    timed_on = recording.main_platform(folders.values())
+    timed_on = reporting.main_platform(folders.values())
     runs = {label: analysis.load_run(folder) for label, folder in folders.items()}
     finals = {label: analysis.final_scores(run.metrics[study.score]) for label, run in runs.items()}
     returns = finals if study.score == "return" else {
@@ -290,7 +294,7 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
 
 def trained_on(folders: Iterable[Path]) -> str:
     """Each platform that timed the runs' chunks, with the share of their updates it timed."""
-    counts = recording.timed_updates(folders)
+    counts = reporting.timed_updates(folders)
     total = sum(counts.values())
     return ", ".join(f"{name} ({count / total:.0%} of updates)" for name, count in counts.items()) or "-"
 
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         if study.against == "num_agents":
             scaling.append((study, folders))
         if args.write:
-            recording.write_marked_section(args.write, section_name(study.name, args.budget), body)
+            sections.write_marked_section(args.write, section_name(study.name, args.budget), body)
         (args.out / args.budget).mkdir(parents=True, exist_ok=True)
         (args.out / args.budget / f"{study.name}.md").write_text(body + "\n")
         print(body, flush=True)
@@ -350,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         bodies[name] = signal_section(scaling, args.budget)
         print(bodies[name], flush=True)
         if args.write:
-            recording.write_marked_section(args.write, name, bodies[name])
+            sections.write_marked_section(args.write, name, bodies[name])
     (args.out / "suite.json").write_text(json.dumps({"argv": argv, "studies": list(bodies)}) + "\n")
     return bodies
 

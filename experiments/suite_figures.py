@@ -10,8 +10,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from perla_jax import analysis, recording
-from studies import AXIS_SUFFIX, Study, axis_value
+from experiments import reporting
+from experiments.studies import AXIS_SUFFIX, Study, axis_value
+from perla_jax import analysis
 
 AXIS_NAMES = {"k": "K (joint-action samples)", "num_agents": "N (agents)"}
 
@@ -28,7 +29,7 @@ def panels(study: Study, timed_on: str) -> list[tuple[str, Callable[[Path, analy
             False))
     elif study.against == "k":  # one number per run, no interval, all on the platform that timed most updates
         chosen.append((f"training env steps/s, median chunk\non {timed_on}", lambda folder, run: np.array(
-            [recording.training_steps_per_second(folder, run.cfg, timed_on)]), True))
+            [reporting.training_steps_per_second(folder, run.cfg, timed_on)]), True))
     return chosen
 
 
@@ -36,7 +37,7 @@ def plot_against_axis(study: Study, folders: dict[str, Path], out: Path) -> Path
     """One panel per entry of ``panels``, mean and 95% t-interval over seeds against the study's axis (log 2),
     one line per run family (the label before its K=/N= suffix); runs without the suffix (mappo in a K sweep)
     as dashed horizontal lines with their interval as a band."""
-    chosen = panels(study, recording.main_platform(folders.values()))
+    chosen = panels(study, reporting.main_platform(folders.values()))
     fig = Figure(figsize=(5.0 * len(chosen), 4.0), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(chosen))

@@ -1,4 +1,9 @@
 import os
+import sys
+from pathlib import Path
+
+# `from experiments import suite`: the entry points and studies are a package beside perla_jax, not installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Tests run on CPU; keep XLA from grabbing every core's worth of threads for tiny programs.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

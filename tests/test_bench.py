@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
-import pathlib
 
 import pytest
 
-BENCH_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench.py"
 TINY = dict(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1)
 # Unoptimised XLA compiles several times faster; the test checks the plumbing, not the speed.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -16,11 +14,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 
 @pytest.fixture(scope="module")
 def bench():
-    """The bench script loaded as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("experiments.bench")
 
 
 def _parse_rows(table: str) -> list[dict[str, str]]:
@@ -129,13 +123,7 @@ def test_grid_specs_carry_the_config_into_every_row(bench):
 
 @pytest.fixture(scope="module")
 def bench_device():
-    import sys
-
-    sys.path.insert(0, str(BENCH_PATH.parent))  # bench_device imports bench as a sibling script
-    spec = importlib.util.spec_from_file_location("bench_device", BENCH_PATH.with_name("bench_device.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("experiments.bench_device")
 
 
 @pytest.mark.timeout(240)

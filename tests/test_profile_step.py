@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
 
 import pytest
-from programs import ROOT, load_script
 
 TINY = dict(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=2, actor_hidden=(8,), critic_hidden=(8,))
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -13,8 +12,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 
 @pytest.fixture(scope="module")
 def profile_step():
-    sys.path.insert(0, str(ROOT / "experiments"))  # the script imports bench beside it
-    return load_script("profile_step", "experiments/profile_step.py")
+    return importlib.import_module("experiments.profile_step")
 
 
 def test_split_time_separates_epochs_and_samples(profile_step):

@@ -3,19 +3,14 @@ smoke budget through run.py children, writes its table and figures, and skips fi
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import pytest
-from programs import ROOT
 
+from experiments import reporting, studies, suite
 from perla_jax import analysis, recording
 from perla_jax.types import METRICS
-
-sys.path.insert(0, str(ROOT / "experiments"))  # the scripts import each other as siblings
-import studies  # noqa: E402
-import suite  # noqa: E402
 
 
 @pytest.mark.parametrize("budget", studies.BUDGETS)
@@ -135,12 +130,12 @@ def test_steps_per_second_are_told_apart_by_the_platform_that_timed_them(tmp_pat
         recording.append_timing(resumed, first, 4, seconds, "cpu")
         recording.append_timing(cpu_only, first, 4, seconds / 2, "cpu")
     assert [r["platform"] for r in recording.read_timing(resumed)] == ["unrecorded", "gpu", "cpu", "cpu", "cpu"]
-    assert recording.timed_updates([resumed]) == {"unrecorded": 4, "gpu": 4, "cpu": 12}
-    assert recording.main_platform([resumed, cpu_only]) == "cpu"
-    assert recording.training_steps_per_second(resumed, cfg, "cpu") == pytest.approx(4 * steps / 2.0)  # median
-    assert recording.training_steps_per_second(resumed, cfg, "gpu") == pytest.approx(4 * steps / 0.5)
-    assert recording.training_steps_per_second(resumed, cfg) == pytest.approx(4 * steps / 2.0)  # all five chunks
-    assert recording.steps_per_second_by_platform(resumed, cfg) == pytest.approx(
+    assert reporting.timed_updates([resumed]) == {"unrecorded": 4, "gpu": 4, "cpu": 12}
+    assert reporting.main_platform([resumed, cpu_only]) == "cpu"
+    assert reporting.training_steps_per_second(resumed, cfg, "cpu") == pytest.approx(4 * steps / 2.0)  # median
+    assert reporting.training_steps_per_second(resumed, cfg, "gpu") == pytest.approx(4 * steps / 0.5)
+    assert reporting.training_steps_per_second(resumed, cfg) == pytest.approx(4 * steps / 2.0)  # all five chunks
+    assert reporting.steps_per_second_by_platform(resumed, cfg) == pytest.approx(
         {"unrecorded": 2 * steps, "gpu": 8 * steps, "cpu": 4 * steps / 2.0})
     assert suite.speed_cell(cpu_only, cfg, "cpu") == f"{4 * steps:,.0f}"
     assert suite.speed_cell(resumed, cfg, "cpu") == (

@@ -21,7 +21,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -154,46 +154,6 @@ def read_timing(run_dir: str | Path) -> list[dict[str, str]]:
         return [{**row, "platform": row.get("platform") or UNRECORDED} for row in csv.DictReader(f)]
 
 
-def timed_updates(run_dirs: Iterable[str | Path]) -> dict[str, int]:
-    """platform -> how many updates of these runs together their timing.csv files timed there."""
-    counts: dict[str, int] = {}
-    for run_dir in run_dirs:
-        for row in read_timing(run_dir):
-            counts[row["platform"]] = counts.get(row["platform"], 0) + int(row["updates"])
-    return counts
-
-
-def main_platform(run_dirs: Iterable[str | Path]) -> str:
-    """The platform that timed most updates of these runs together: the one a table of them compares (UNRECORDED
-    when none has timing.csv)."""
-    counts = timed_updates(run_dirs)
-    return max(counts, key=counts.__getitem__) if counts else UNRECORDED
-
-
-def _chunk_rates(run_dir: str | Path, cfg: Config) -> list[tuple[str, float]]:
-    """(platform, env steps per second of training, all seeds together) of each chunk in the run's timing.csv."""
-    return [(r["platform"], int(r["updates"]) * cfg.batch_size * cfg.num_seeds / float(r["seconds"]))
-            for r in read_timing(run_dir)]
-
-
-def training_steps_per_second(run_dir: str | Path, cfg: Config, platform: str | None = None) -> float:
-    """Env steps per second of training (all seeds together) in the median compiled chunk of the run's
-    timing.csv, over the chunks run on ``platform`` (None: every chunk): compilation excluded, and a chunk
-    slowed by another process on the machine does not count. NaN without such chunks (or without timing.csv:
-    runs recorded before it existed)."""
-    rates = [rate for name, rate in _chunk_rates(run_dir, cfg) if platform is None or name == platform]
-    return float(np.median(rates)) if rates else math.nan
-
-
-def steps_per_second_by_platform(run_dir: str | Path, cfg: Config) -> dict[str, float]:
-    """platform -> ``training_steps_per_second`` on it, for each platform that timed a chunk of the run (in the
-    order they first appear), from one read of timing.csv."""
-    by_platform: dict[str, list[float]] = {}
-    for name, rate in _chunk_rates(run_dir, cfg):
-        by_platform.setdefault(name, []).append(rate)
-    return {name: float(np.median(rates)) for name, rates in by_platform.items()}
-
-
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
     """The CSV at ``path`` as arrays ``[S, U]`` per column (``U`` = updates written for every seed;
     a trailing update some seeds lack is dropped). ``seed`` and ``update`` come back as ints. A metric
@@ -279,22 +239,3 @@ def plot_learning_curve(run_dir: str | Path, cfg: Config | None = None) -> Path:
 def format_mean_ci(mean: float, half: float) -> str:
     """``"m ± h"``, or just ``"m"`` when the half-width is undefined (fewer than two seeds)."""
     return f"{mean:.3f}" if not math.isfinite(half) else f"{mean:.3f} ± {half:.3f}"
-
-
-def replace_marked_section(text: str, name: str, body: str) -> str:
-    """``text`` with the part between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced by ``body``;
-    the marked block is appended when the markers are absent. Text outside the markers is kept."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    i = text.find(start)
-    j = text.find(end, i + len(start)) if i >= 0 else -1
-    if i < 0 or j < 0:
-        return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    return text[:i] + block + text[j + len(end) :]
-
-
-def write_marked_section(path: str | Path, name: str, body: str, title: str = "# Benchmarks") -> None:
-    """Replaces section ``name`` of the markdown file at ``path``, creating the file (with ``title``) if needed."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else title + "\n"
-    path.write_text(replace_marked_section(text, name, body))
