@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -21,6 +22,7 @@ from perla_jax import METRICS, Config, command, recording
 from perla_jax.cli import option_name
 from perla_jax.command import build_train_parser
 from perla_jax.experiment import choose_chunk_size, run_experiment
+from perla_jax.run_evaluation import evaluate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "run.py"
@@ -67,7 +69,36 @@ def test_the_console_command_and_the_api_write_what_run_py_writes(tiny_run, tmp_
 def test_console_command_names_its_commands(capsys):
     with pytest.raises(SystemExit) as exc:
         command.main(["trian"])
-    assert exc.value.code == 2 and "command 'trian' is unknown: allowed are train" in capsys.readouterr().err
+    assert exc.value.code == 2 and "command 'trian' is unknown: allowed are train, eval, plot" in capsys.readouterr().err
+
+
+def test_eval_and_plot_commands_read_the_run_folder(tiny_run, tmp_path, capsys):
+    """``perla-jax eval`` writes the eval.json that ``evaluate_run`` returns (same episodes, same numbers);
+    ``perla-jax plot`` draws the figure and prints the final-return table of the run."""
+    _, run_dir = tiny_run
+    assert command.main(["eval", str(run_dir), "--episodes", "2", "--stochastic"]) == 0
+    written = json.loads((run_dir / "eval.json").read_text())
+    assert written == evaluate_run(run_dir, episodes=2, mode="stochastic", say=lambda _: None)
+    assert written["mode"] == "stochastic" and written["episodes_per_seed"] == 2
+    assert command.main(["plot", str(run_dir), "--out", str(tmp_path / "fig.png"), "--reps", "50"]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 0 and "Final return" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--episodes", "0"], "episodes=0 is invalid: allowed is an integer >= 1"),
+    (["--render", "-1"], "render=-1 is invalid: allowed is an integer >= 0"),
+    (["--checkpoint", "999"], "checkpoint=999 does not exist: allowed are"),
+])
+def test_eval_refusals_name_the_value(tiny_run, argv, message, capsys):
+    _, run_dir = tiny_run
+    with pytest.raises(SystemExit) as exc:
+        command.main(["eval", str(run_dir), *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_of_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="holds no config.json: allowed is a folder written by a training run"):
+        evaluate_run(tmp_path)
 
 
 def test_the_installed_console_script_runs():
