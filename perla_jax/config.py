@@ -35,7 +35,7 @@ FLOAT32_MAX = 3.4028234663852886e38  # a larger number becomes inf in the compil
 # config.json that lacks one reads back as what it ran (not as today's default).
 LEGACY_VALUES = {
     "time_limit": "bootstrap", "critic_rank": 16, "critic_others_scale": 0.0, "critic_out_scale": 1.0,
-    "critic_state_path": False, "critic_pool": "mean", "value_norm": False,
+    "critic_state_path": False, "critic_pool": "mean", "value_norm": False, "pg_spread_every": 1,
 }
 # critic_arch before it existed: the Q-critics were the MLP, the V-critics have none (see ``from_dict``).
 LEGACY_Q_CRITIC_ARCH = "mlp"
@@ -48,6 +48,11 @@ class Config:
     ``critic_time_chunk`` is how many time steps of the K-sample critic batch (K x agents x envs values
     per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results' meaning
     (only their float rounding). One step at a time is also the fastest on CPU (each step's batch stays in cache).
+
+    ``pg_spread_every`` is how often the policy-gradient spread (``pg_var``, ``pg_snr``: E per-environment
+    gradients, ``diagnostics``) is computed: at the updates whose count is a multiple of it, NaN at the others. It
+    costs about a sixth of an update at 8 seeds on CPU (BENCHMARKS, "Where an update's time goes"); the training
+    itself does not change.
 
     ``critic_target`` is what the PERLA Q-critic regresses onto the TD(lambda) returns (which bootstrap on the
     marginal V^ either way): ``marginal`` (Algorithm 1 read literally) regresses the K-sample mean Q^_i(s, a_i),
@@ -141,6 +146,7 @@ class Config:
     actor_agent_id: bool = False
     share_actor: bool = True
     critic_time_chunk: int = 1
+    pg_spread_every: int = 1
     eval_every: int = 0
     eval_episodes: int = 16
     own_action_samples: int = 4
@@ -165,7 +171,7 @@ class Config:
         _check_choice("critic_pool", self.critic_pool, CRITIC_POOLS)
         positive_ints = (
             "k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk",
-            "own_action_samples", "critic_rank",
+            "own_action_samples", "critic_rank", "pg_spread_every",
         )
         for name in positive_ints:
             _check_int_at_least(name, getattr(self, name), 1)

@@ -40,11 +40,19 @@ TARGET_CALLS = 50
 RESUME_HINT = "resume with: python experiments/run.py --resume"  # ends every interrupted launch's log
 
 
-def choose_chunk_size(num_updates: int, target_calls: int = TARGET_CALLS) -> int:
-    """The largest divisor of ``num_updates`` that is <= ``max(1, num_updates // target_calls)``:
-    about ``target_calls`` equal chunks (at least that many), so one compiled function serves them all."""
+def choose_chunk_size(num_updates: int, target_calls: int = TARGET_CALLS, multiple_of: int = 1) -> int:
+    """The largest allowed chunk size that is <= ``max(1, num_updates // target_calls)`` (else the smallest
+    allowed): about ``target_calls`` equal chunks (at least that many), so one compiled function serves them all.
+    Allowed are the divisors of ``num_updates`` that are multiples of ``multiple_of`` (``Config.pg_spread_every``,
+    so the spread falls on the same updates in every chunk), and ``num_updates`` itself."""
     cap = max(1, num_updates // target_calls)
-    return next(d for d in range(cap, 0, -1) if num_updates % d == 0)
+    allowed = [d for d in range(1, num_updates + 1) if _allowed_chunk(d, num_updates, multiple_of)]
+    below = [d for d in allowed if d <= cap]
+    return max(below) if below else min(allowed)
+
+
+def _allowed_chunk(chunk: int, num_updates: int, multiple_of: int) -> bool:
+    return chunk >= 1 and num_updates % chunk == 0 and (chunk % multiple_of == 0 or chunk == num_updates)
 
 
 class Plan(typing.NamedTuple):
@@ -104,16 +112,22 @@ def run_experiment(
         manager.close()
 
 
-def _checked_chunk(chunk: int, num_updates: int) -> int:
-    """``chunk``, or ValueError unless it divides ``num_updates`` (one compiled chunk size serves the whole run)."""
-    if chunk < 1 or num_updates % chunk:
-        raise ValueError(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={num_updates}")
+def _checked_chunk(chunk: int, cfg: Config) -> int:
+    """``chunk``, or ValueError unless it divides ``num_updates`` (one compiled chunk size serves the whole run)
+    and is a multiple of ``pg_spread_every`` (or the whole run)."""
+    if chunk < 1 or cfg.num_updates % chunk:
+        raise ValueError(f"chunk_size={chunk} is invalid: allowed are divisors of num_updates={cfg.num_updates}")
+    if not _allowed_chunk(chunk, cfg.num_updates, cfg.pg_spread_every):
+        raise ValueError(f"chunk_size={chunk} is invalid with pg_spread_every={cfg.pg_spread_every}: allowed are "
+                         f"divisors of num_updates={cfg.num_updates} that are multiples of {cfg.pg_spread_every}, "
+                         "and num_updates itself")
     return chunk
 
 
 def fresh_plan(cfg: Config, out: Path | None, chunk_size: int | None, writer: bool) -> Plan:
     """A new run of ``cfg`` in ``out``, whose config.json is written here; the folder must not hold a run."""
-    chunk = _checked_chunk(choose_chunk_size(cfg.num_updates) if chunk_size is None else chunk_size, cfg.num_updates)
+    default = choose_chunk_size(cfg.num_updates, multiple_of=cfg.pg_spread_every)
+    chunk = _checked_chunk(default if chunk_size is None else chunk_size, cfg)
     out = out if out is not None else recording.default_run_dir(cfg)
     for name in (recording.METRICS_FILE, checkpoints.CHECKPOINT_DIR):
         if (out / name).exists():
@@ -145,10 +159,11 @@ def resume_plan(out: Path, given: dict[str, Any], chunk_size: int | None, writer
             checkpoints.check_meta_config(meta, stored.to_dict(), start)
     finally:
         manager.close()
-    chunk = meta.get("chunk_size") or chunk_size or choose_chunk_size(stored.num_updates)
+    chunk = meta.get("chunk_size") or chunk_size or choose_chunk_size(stored.num_updates,
+                                                                      multiple_of=stored.pg_spread_every)
     if chunk_size is not None and chunk_size != chunk:
         raise ValueError(f"chunk_size={chunk_size} differs from the run's chunk size {chunk}: allowed is {chunk}")
-    _checked_chunk(chunk, stored.num_updates)
+    _checked_chunk(chunk, stored)
     dropped = checkpoints.reconcile_metrics(out / recording.METRICS_FILE, start, stored.num_seeds) if writer else 0
     if dropped:
         print(f"dropped {dropped} metrics rows written after checkpoint {start}", file=sys.stderr)

@@ -31,7 +31,8 @@ from perla_jax.value_norm import ValueNorm, initial_value_norm
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """Pure functions of one training run: ``init(rng) -> RunnerState`` and
-    ``train_step(RunnerState) -> (RunnerState, metrics)`` (one rollout plus its PPO epochs)."""
+    ``train_step(RunnerState) -> (RunnerState, metrics)`` (one rollout plus its PPO epochs); ``step_without_spread``
+    is the same update with ``pg_var`` and ``pg_snr`` NaN (``Config.pg_spread_every``)."""
 
     cfg: Config
     env: MultiAgentEnv
@@ -39,10 +40,30 @@ class Trainer:
     critic: Critic
     init: Callable[[chex.PRNGKey], RunnerState]
     train_step: Callable[[RunnerState], tuple[RunnerState, dict[str, chex.Array]]]
+    step_without_spread: Callable[[RunnerState], tuple[RunnerState, dict[str, chex.Array]]]
 
     def run_updates(self, state: RunnerState, num_updates: int) -> tuple[RunnerState, dict[str, chex.Array]]:
-        """``num_updates`` train steps in a ``lax.scan``; metrics are ``[num_updates]`` each."""
-        return jax.lax.scan(lambda s, _: self.train_step(s), state, None, num_updates)
+        """``num_updates`` train steps in a ``lax.scan``; metrics are ``[num_updates]`` each. With
+        ``pg_spread_every = P > 1`` every P-th update of the call computes the spread (so a call that starts at a
+        multiple of P computes it where the update count is one); a static schedule, so vmapped seeds skip the
+        work rather than compute and discard it."""
+        every = self.cfg.pg_spread_every
+        scan = lambda step, s, n: jax.lax.scan(lambda c, _: step(c), s, None, n)
+        if every == 1:
+            return scan(self.train_step, state, num_updates)
+
+        def block(s, _):
+            s, quiet = scan(self.step_without_spread, s, every - 1)
+            s, last = self.train_step(s)
+            return s, jax.tree.map(lambda q, x: jnp.concatenate([q, x[None]]), quiet, last)
+
+        blocks, rest = divmod(num_updates, every)
+        state, metrics = jax.lax.scan(block, state, None, blocks)
+        metrics = jax.tree.map(lambda x: x.reshape(blocks * every, *x.shape[2:]), metrics)
+        if rest:
+            state, tail = scan(self.step_without_spread, state, rest)
+            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, tail)
+        return state, metrics
 
 
 def make_trainer(cfg: Config, env: Any = None) -> Trainer:
@@ -56,7 +77,8 @@ def make_trainer(cfg: Config, env: Any = None) -> Trainer:
     agents = Agents.build(cfg, env)
     critic = make_critic(cfg, env, agents)
     return Trainer(
-        cfg, env, agents, critic, _make_init(cfg, env, agents, critic), _make_train_step(cfg, env, agents, critic)
+        cfg, env, agents, critic, _make_init(cfg, env, agents, critic), _make_train_step(cfg, env, agents, critic),
+        _make_train_step(cfg, env, agents, critic, with_spread=False),
     )
 
 
@@ -161,7 +183,7 @@ def _make_epoch(cfg: Config, agents: Agents, critic: Critic):
     return epoch
 
 
-def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic):
+def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic, with_spread: bool = True):
     epoch = _make_epoch(cfg, agents, critic)
     b = cfg.batch_size
 
@@ -189,7 +211,10 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             first=traj.first,
         )
         # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
-        pg_var, pg_snr = policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
+        pg_var, pg_snr = (
+            policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
+            if with_spread else (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+        )
         starts = SequenceStarts(actor=state.actor_carry, critic=state.critic_carry) if agents.recurrent else None
         nets, stats = jax.lax.scan(
             lambda n, k: epoch(n, k, batch, starts),

@@ -241,6 +241,21 @@ def test_chunk_size_divides_and_gives_about_fifty_calls(num_updates, expected):
     assert num_updates % chunk == 0 and chunk <= max(1, num_updates // 50)
 
 
+@pytest.mark.parametrize("num_updates, every, expected", [(100, 1, 2), (100, 4, 4), (120, 4, 4), (1000, 8, 8),
+                                                           (100, 3, 100), (7, 2, 7)])
+def test_chunk_size_is_a_multiple_of_pg_spread_every(num_updates, every, expected):
+    """So the spread falls on the same updates of every chunk; a run that P does not divide is one chunk."""
+    assert choose_chunk_size(num_updates, multiple_of=every) == expected
+
+
+def test_a_chunk_size_off_the_spread_schedule_is_refused(tmp_path):
+    cfg = Config(num_envs=2, num_steps=8, total_timesteps=16 * 8, pg_spread_every=4)
+    with pytest.raises(ValueError, match="chunk_size=2 is invalid with pg_spread_every=4: allowed are divisors of "
+                                         "num_updates=8 that are multiples of 4, and num_updates itself"):
+        run_experiment(cfg, out=tmp_path / "run", chunk_size=2)
+    assert not (tmp_path / "run").exists()
+
+
 def test_append_metrics_across_two_chunks_is_exact(tmp_path):
     path = tmp_path / "metrics.csv"
     rng = np.random.default_rng(0)

@@ -151,6 +151,7 @@ STRATEGIES: dict[str, st.SearchStrategy] = {
     "actor_agent_id": _bool(),
     "share_actor": _bool(),
     "critic_time_chunk": _int(1, 64),
+    "pg_spread_every": _int(1, 64),
     "eval_every": _int(0, 100),
     "eval_episodes": _int(1, 32),
     "own_action_samples": _int(1, 8),

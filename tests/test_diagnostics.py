@@ -115,6 +115,25 @@ def test_train_step_reports_the_spread_of_its_rollout():
     assert float(metrics["pg_var"][0]) > 0 and np.isfinite(float(metrics["pg_snr"][0]))
 
 
+def test_pg_spread_every_skips_the_spread_between_and_changes_nothing_else():
+    """pg_spread_every=2 (over 5 updates: two blocks, then one update without): the spread at updates 2 and 4
+    equals the every-update run's, NaN at 1, 3 and 5; every other metric and the trained state are identical."""
+    cfg = Config(num_envs=4, num_steps=8, total_timesteps=5 * 32, num_minibatches=2, update_epochs=1, k=2,
+                 actor_hidden=(8,), critic_hidden=(8,))
+    runs = {}
+    for every in (1, 2):
+        trainer = make_trainer(cfg.replace(pg_spread_every=every))
+        runs[every] = jax.jit(lambda k: trainer.run_updates(trainer.init(k), 5))(jax.random.PRNGKey(0))
+    (state1, m1), (state2, m2) = runs[1], runs[2]
+    for name in ("pg_var", "pg_snr"):
+        assert np.isnan(np.asarray(m2[name])[[0, 2, 4]]).all() and np.isfinite(np.asarray(m1[name])).all()
+        np.testing.assert_array_equal(np.asarray(m2[name])[[1, 3]], np.asarray(m1[name])[[1, 3]])
+    for name in set(m1) - {"pg_var", "pg_snr"}:
+        np.testing.assert_array_equal(np.asarray(m2[name]), np.asarray(m1[name]), err_msg=name)
+    for a, b in zip(jax.tree.leaves(state2), jax.tree.leaves(state1)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_pg_var_is_measured_on_batch_normalised_advantages():
     """The PPO loss normalises the advantages, so scaling them changes nothing it does: nor, now, pg_var and
     pg_snr (unnormalised, pg_var grew with the square of the scale). The normalisation uses the whole batch."""
