@@ -38,7 +38,9 @@ DEFAULTS = dict(ks=[1, 4, 16, 64], seeds=[1, 8, 32], updates=4, repeats=5)
 
 
 def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dict | None):
-    """Returns ``(jitted fn, initial state, env steps per call)`` for one configuration."""
+    """Returns ``(jitted fn, initial state, env steps per call)`` for one configuration; ``fn(state) -> (state,
+    outputs)``: the outputs (the updates' metrics) are returned as a training run returns them, so that XLA
+    cannot drop the work that only feeds them (the policy-gradient spread)."""
     import jax
 
     from perla_jax import Config, make_env, make_trainer
@@ -51,7 +53,7 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
     if algo != RANDOM:
         trainer = make_trainer(cfg)
         state = jax.jit(jax.vmap(trainer.init)).lower(keys).compile(options)(keys)
-        return jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates)[0])), state, steps
+        return jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates))), state, steps
     env = make_env(cfg.env, cfg.env_kwargs, cfg.map_name, cfg.time_limit)
     no_first = jax.numpy.zeros((cfg.num_envs,), bool)
 
@@ -70,7 +72,8 @@ def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dic
             (env_state, total), _ = jax.lax.scan(env_step, (env_state, total), jax.random.split(sub, cfg.num_steps))
             return (env_state, total, key), None
 
-        return jax.lax.scan(block, (env_state, total, key), None, updates)[0]
+        carry = jax.lax.scan(block, (env_state, total, key), None, updates)[0]
+        return carry, carry[1]
 
     def init(key):
         _, env_state = jax.vmap(env.reset)(jax.random.split(key, cfg.num_envs))
@@ -92,11 +95,11 @@ def measure(
     t0 = time.perf_counter()
     compiled = fn.lower(state).compile(options)
     compile_s = time.perf_counter() - t0
-    state = jax.block_until_ready(compiled(state))  # warm-up
+    state = jax.block_until_ready(compiled(state))[0]  # warm-up
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state = jax.block_until_ready(compiled(state))
+        state = jax.block_until_ready(compiled(state))[0]
         rates.append(steps / (time.perf_counter() - t0))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     device_stats = jax.devices()[0].memory_stats() or {}  # None on CPU
@@ -131,12 +134,12 @@ def interleaved(specs: list[dict], rounds: int, options: dict | None = None) -> 
     for spec in specs:
         fn, state, steps = _build(spec["algo"], spec["k"], spec["seeds"], spec["updates"], dict(spec["base"]), options)
         compiled = fn.lower(state).compile(options)
-        built.append([compiled, jax.block_until_ready(compiled(state)), steps])  # warm-up call
+        built.append([compiled, jax.block_until_ready(compiled(state))[0], steps])  # warm-up call
     rates = [[] for _ in specs]
     for _ in range(rounds):
         for i, entry in enumerate(built):
             t0 = time.perf_counter()
-            entry[1] = jax.block_until_ready(entry[0](entry[1]))
+            entry[1] = jax.block_until_ready(entry[0](entry[1]))[0]
             rates[i].append(entry[2] / (time.perf_counter() - t0))
     rows = []
     for spec, r in zip(specs, rates):

@@ -121,18 +121,19 @@ def compare_speed(base: str, seeds: int, updates: int, rounds: int) -> None:
         import perla_jax
 
         def build(pkg, algo):
-            cfg = pkg.Config(algo=algo, k=16)
+            cfg = pkg.Config(algo=algo, **({"k": 16} if algo.startswith("perla") else {}))
             trainer = pkg.make_trainer(cfg)
             state = jax.jit(jax.vmap(trainer.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
-            fn = jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates)[0]))
-            return [fn, jax.block_until_ready(fn(state)), updates * cfg.batch_size * seeds]
+            # the metrics are returned as a run returns them, so XLA cannot drop the work that feeds only them
+            fn = jax.jit(jax.vmap(lambda s: trainer.run_updates(s, updates)))
+            return [fn, jax.block_until_ready(fn(state))[0], updates * cfg.batch_size * seeds]
 
         entries = {(w, a): build(p, a) for a in ("mappo", "perla_mappo") for w, p in (("base", perla_base), ("tree", perla_jax))}
         rates = {key: [] for key in entries}
         for _ in range(rounds):
             for key, entry in entries.items():
                 t0 = time.perf_counter()
-                entry[1] = jax.block_until_ready(entry[0](entry[1]))
+                entry[1] = jax.block_until_ready(entry[0](entry[1]))[0]
                 rates[key].append(entry[2] / (time.perf_counter() - t0))
     for algo in ("mappo", "perla_mappo"):
         b, a = rates[("base", algo)], rates[("tree", algo)]

@@ -26,7 +26,7 @@ def test_tiny_profile_table(profile_step):
     rows = profile_step.profile([("perla_mappo", 2)], seeds=1, base=TINY, rounds=2, options=FAST_COMPILE)
     assert [(r["algo"], r["k"]) for r in rows] == [("perla_mappo", 2)]
     r = rows[0]
-    assert r["k_samples"] is not None
+    assert r["k_samples"] is not None and r["rollout"] > 0 and r["estimates"] is not None and r["spread"] is not None
     assert r["full"] > 0 and r["outside"] + r["epochs"] * r["per_epoch"] == pytest.approx(r["full"])
     table = profile_step.format_table(rows).splitlines()
     assert table[0].startswith("| algo | K | seeds |") and len(table) == 3
