@@ -46,6 +46,7 @@ OURS = {  # row name -> Config of ours (None: JaxMARL's preset with that algo)
     "ippo": dict(algo="ippo"),
     "mappo": dict(algo="mappo"),
     "perla_mappo K=16": dict(algo="perla_mappo", k=16),
+    "ippo, pg spread every 10": dict(algo="ippo", pg_spread_every=10),
 }
 OUR_DEFAULTS = "mappo (our defaults)"
 JAXMARL_BATCH = dict(num_envs=16, num_steps=128, update_epochs=4, num_minibatches=4)
