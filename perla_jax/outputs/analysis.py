@@ -150,7 +150,7 @@ def _seeded_interval_estimates(scores: dict, aggregate, reps: int, seed: int) ->
 
     # rliable 1.2's StratifiedBootstrap draws its indices from NumPy's global RNG (np.random.choice),
     # ignoring random_state; seed that, and restore it so callers' global streams are untouched.
-    global_state = np.random.get_state()
+    numpy_rng_state = np.random.get_state()
     try:
         np.random.seed(seed)
         with warnings.catch_warnings():
@@ -158,7 +158,7 @@ def _seeded_interval_estimates(scores: dict, aggregate, reps: int, seed: int) ->
             warnings.simplefilter("ignore", FutureWarning)
             return rly.get_interval_estimates(scores, aggregate, reps=reps, random_state=np.random.RandomState(seed))
     finally:
-        np.random.set_state(global_state)
+        np.random.set_state(numpy_rng_state)
 
 
 def probability_of_improvement(
