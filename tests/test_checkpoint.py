@@ -363,7 +363,8 @@ def _assert_close_run(run_dir: Path, reference: Path) -> None:
 def test_checkpoints_move_between_device_counts_and_hosts(reference, stopped, tmp_path):
     """A run saved by one process on one device is resumed by two processes joined by jax.distributed (a localhost
     coordinator, one CPU device and one seed each), which write one set of files and checkpoints that this single
-    process resumes: a checkpoint from a GPU, several devices or several hosts must go on anywhere."""
+    process resumes: a checkpoint from a GPU, several devices or several hosts must go on anywhere. The two hosts
+    compute bit for bit what one process with two devices computes from the same checkpoint."""
     run_dir = _copy(stopped, tmp_path)
     later = STOP_AT + 4
     _train_as_two_processes(["--resume", str(run_dir), "--stop-after", str(later)], tmp_path)
@@ -372,6 +373,15 @@ def test_checkpoints_move_between_device_counts_and_hosts(reference, stopped, tm
     rows = recording.read_metrics(run_dir / "metrics.csv")["update"]
     assert rows.shape == (2, later) and (rows == np.arange(1, later + 1)).all()  # once each, by process 0 only
     assert _steps(run_dir)[-1] == later
+    # Bit for bit what one process on two local devices computes from the same checkpoint: one seed per device
+    # either way, so the hosts change nothing but where the seeds live.
+    local = _copy(stopped, tmp_path / "local")
+    _train_on_local_devices(["--resume", str(local), "--stop-after", str(later)], 2, tmp_path)
+    assert (local / "metrics.csv").read_bytes() == (run_dir / "metrics.csv").read_bytes()
+    for a, b in zip(jax.tree.leaves(_final_state(local)), jax.tree.leaves(_final_state(run_dir)), strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     run_cli.main(["--resume", str(run_dir)])  # here: one process, one device
     # Equal to float rounding, not bit for bit: one seed per process compiles to another summation order than two
     # seeds on one device (the first row the two processes write already differs in its last digit).
@@ -379,6 +389,15 @@ def test_checkpoints_move_between_device_counts_and_hosts(reference, stopped, tm
     # timing.csv names what timed each chunk, so a table never mixes 1- and 2-device speeds
     platforms = [row["platform"] for row in recording.read_timing(run_dir)]
     assert platforms == ["cpu"] * STOP_AT + ["2 x cpu"] * (later - STOP_AT) + ["cpu"] * (NUM_UPDATES - later), platforms
+
+
+def _train_on_local_devices(argv: list[str], devices: int, tmp_path: Path) -> None:
+    """run.py ``argv`` in one process that sees ``devices`` CPU devices (the seeds sharded over them)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    with (tmp_path / "local.txt").open("w") as log:
+        code = subprocess.run([sys.executable, str(RUN_SCRIPT), *argv], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT, timeout=300).returncode
+    assert code == 0, (tmp_path / "local.txt").read_text()[-3000:]
 
 
 def _train_as_two_processes(argv: list[str], tmp_path: Path) -> None:
