@@ -10,6 +10,18 @@ from perla_jax.advantages import ADVANTAGE_ESTIMATORS
 from perla_jax.algos import ALGO_SPECS, ALGOS, AlgoSpec
 from perla_jax.envs.base import TIME_LIMITS  # noqa: F401  (the choices, beside the others, for cli)
 from perla_jax.envs.registry import check_map, check_time_limit, env_family
+from perla_jax.field_checks import (
+    MAX_INT,
+    MAX_SEED,
+    as_int,
+    as_kwargs,
+    as_sizes,
+    check_bool,
+    check_choice,
+    check_int_at_least,
+    check_range,
+    check_str,
+)
 
 ADVANTAGES = tuple(ADVANTAGE_ESTIMATORS)
 ACTIVATIONS = ("tanh", "relu")
@@ -26,11 +38,6 @@ ARCH_FIELDS = {
     "factored": ("critic_rank", "critic_others_scale", "critic_state_path", "critic_pool"),
     "mlp": ("critic_action_layer",),
 }
-# Counters and sizes reach XLA as int32 (jax's default without x64), so larger ints overflow or wrap there.
-MAX_INT = 2**31 - 1
-# jax.random.PRNGKey keeps the low 32 bits of a seed without x64: 2**32 would be seed 0 again.
-MAX_SEED = 2**32 - 1
-FLOAT32_MAX = 3.4028234663852886e38  # a larger number becomes inf in the compiled program
 # Fields added after runs were recorded without them, with the value those runs were trained with: a stored
 # config.json that lacks one reads back as what it ran (not as today's default).
 LEGACY_VALUES = {
@@ -49,10 +56,8 @@ class Config:
     per step) are evaluated at once after a rollout; smaller values lower peak memory, not the results' meaning
     (only their float rounding). One step at a time is also the fastest on CPU (each step's batch stays in cache).
 
-    ``pg_spread_every`` is how often the policy-gradient spread (``pg_var``, ``pg_snr``: E per-environment
-    gradients, ``diagnostics``) is computed: at the updates whose count is a multiple of it, NaN at the others. It
-    costs about a sixth of an update at 8 seeds on CPU (BENCHMARKS, "Where an update's time goes"); the training
-    itself does not change.
+    ``pg_spread_every``: ``pg_var`` / ``pg_snr`` (``diagnostics``) only at updates whose count is a multiple of it,
+    NaN at the others; they cost about a sixth of an update at 8 seeds on CPU. Training does not change.
 
     ``critic_target`` is what the PERLA Q-critic regresses onto the TD(lambda) returns (which bootstrap on the
     marginal V^ either way): ``marginal`` (Algorithm 1 read literally) regresses the K-sample mean Q^_i(s, a_i),
@@ -156,35 +161,35 @@ class Config:
     def __post_init__(self) -> None:
         # Tuples may arrive as lists from JSON or a CLI; normalise after checking.
         for name in ("actor_hidden", "critic_hidden"):
-            object.__setattr__(self, name, _as_sizes(name, getattr(self, name)))
-        object.__setattr__(self, "env_kwargs", _as_kwargs("env_kwargs", self.env_kwargs))
-        object.__setattr__(self, "total_timesteps", _as_int("total_timesteps", self.total_timesteps))
+            object.__setattr__(self, name, as_sizes(name, getattr(self, name)))
+        object.__setattr__(self, "env_kwargs", as_kwargs("env_kwargs", self.env_kwargs))
+        object.__setattr__(self, "total_timesteps", as_int("total_timesteps", self.total_timesteps))
         for name in ("env", "map_name"):
-            _check_str(name, getattr(self, name))
+            check_str(name, getattr(self, name))
         for name in ("anneal_lr", "actor_agent_id", "share_actor", "critic_state_path", "value_norm"):
-            _check_bool(name, getattr(self, name))
-        _check_choice("algo", self.algo, ALGOS)
-        _check_choice("advantage", self.advantage, ADVANTAGES)
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
-        _check_choice("critic_target", self.critic_target, CRITIC_TARGETS)
-        _check_choice("critic_pool", self.critic_pool, CRITIC_POOLS)
+            check_bool(name, getattr(self, name))
+        check_choice("algo", self.algo, ALGOS)
+        check_choice("advantage", self.advantage, ADVANTAGES)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("critic_action_layer", self.critic_action_layer, CRITIC_ACTION_LAYERS)
+        check_choice("critic_target", self.critic_target, CRITIC_TARGETS)
+        check_choice("critic_pool", self.critic_pool, CRITIC_POOLS)
         positive_ints = (
             "k", "num_envs", "num_steps", "update_epochs", "num_minibatches", "num_seeds", "critic_time_chunk",
             "own_action_samples", "critic_rank", "pg_spread_every",
         )
         for name in positive_ints:
-            _check_int_at_least(name, getattr(self, name), 1)
-        _check_int_at_least("seed", self.seed, 0, MAX_SEED)
-        _check_int_at_least("eval_every", self.eval_every, 0)
-        _check_int_at_least("eval_episodes", self.eval_episodes, 1)
+            check_int_at_least(name, getattr(self, name), 1)
+        check_int_at_least("seed", self.seed, 0, MAX_SEED)
+        check_int_at_least("eval_every", self.eval_every, 0)
+        check_int_at_least("eval_episodes", self.eval_episodes, 1)
         for name in ("actor_lr", "critic_lr", "max_grad_norm"):
-            _check_range(name, getattr(self, name), 0.0, math.inf, low_open=True)
+            check_range(name, getattr(self, name), 0.0, math.inf, low_open=True)
         for name in ("gamma", "gae_lambda"):
-            _check_range(name, getattr(self, name), 0.0, 1.0)
-        _check_range("clip_eps", self.clip_eps, 0.0, math.inf, low_open=True)
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_range("clip_eps", self.clip_eps, 0.0, math.inf, low_open=True)
         for name in ("ent_coef", "vf_coef", "critic_others_scale", "critic_out_scale"):
-            _check_range(name, getattr(self, name), 0.0, math.inf)
+            check_range(name, getattr(self, name), 0.0, math.inf)
         self._check_batch_sizes()
         self._check_critic_arch()
         self._check_applicable()
@@ -238,7 +243,7 @@ class Config:
             return
         if self.critic_arch == "":
             object.__setattr__(self, "critic_arch", DEFAULT_CRITIC_ARCH)
-        _check_choice("critic_arch", self.critic_arch, CRITIC_ARCHS)
+        check_choice("critic_arch", self.critic_arch, CRITIC_ARCHS)
 
     def inapplicable(self) -> dict[str, str]:
         """Field -> what it applies to, for every field this Config's critic never reads."""
@@ -264,7 +269,7 @@ class Config:
     def _check_network(self, default_network: str, continuous: bool) -> None:
         if self.network == "":
             object.__setattr__(self, "network", default_network)
-        _check_choice("network", self.network, NETWORKS)
+        check_choice("network", self.network, NETWORKS)
         if self.network != "rnn":
             return
         if continuous:
@@ -344,66 +349,3 @@ class Config:
 def field_default(name: str) -> Any:
     """The default of the scalar Config field ``name``."""
     return Config.__dataclass_fields__[name].default
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name}={value!r} is invalid: allowed are {', '.join(allowed)}")
-
-
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise ValueError(f"{name}={value!r} is invalid: allowed is a string")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is invalid: allowed are True, False")
-
-
-def _as_sizes(name: str, value: Any) -> tuple[int, ...]:
-    sizes = tuple(value) if isinstance(value, (tuple, list)) else None
-    if not sizes or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_INT for h in sizes):
-        raise ValueError(
-            f"{name}={value!r} is invalid: allowed is a non-empty tuple of positive ints (each <= {MAX_INT})"
-        )
-    return sizes
-
-
-def _as_kwargs(name: str, value: Any) -> dict[str, Any]:
-    # Keyword arguments: jaxmarl receives them as **kwargs, which takes only identifier strings as names.
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in value):
-        raise ValueError(
-            f"{name}={value!r} is invalid: allowed is a mapping of keyword names (str) to values, "
-            "e.g. {'max_steps': 50}"
-        )
-    return dict(value)
-
-
-def _as_int(name: str, value: Any) -> int:
-    # 1e7 from a CLI or JSON is a float; accept it only when it is a whole number.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}={value!r} is invalid: allowed is a whole number")
-    return value
-
-
-def _check_int_at_least(name: str, value: Any, low: int, high: int = MAX_INT) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} is invalid: allowed is an integer >= {low}")
-    if value > high:
-        raise ValueError(f"{name}={value!r} is invalid: allowed is an integer >= {low} and <= {high}")
-
-
-def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
-    # Python ints compare with floats exactly, however large (math.isfinite(10**400) would raise OverflowError).
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not (
-        isinstance(value, float) and math.isnan(value)
-    )
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= min(high, FLOAT32_MAX)
-    if not ok:
-        bracket = "(" if low_open else "["
-        hi = f"inf) that float32 holds (<= {FLOAT32_MAX:.7g})" if high == math.inf else f"{high}]"
-        raise ValueError(f"{name}={value!r} is invalid: allowed is a number in {bracket}{low}, {hi}")
