@@ -142,9 +142,7 @@ def fresh_plan(cfg: Config, out: Path | None, chunk_size: int | None, writer: bo
 def resume_plan(out: Path, given: dict[str, Any], chunk_size: int | None, writer: bool) -> Plan:
     """The run in ``out`` from its latest checkpoint. ``given`` (Config fields) must equal the stored config; the
     metrics rows written after the checkpoint are dropped (last: only a resume that goes ahead may rewrite them)."""
-    if not (out / recording.CONFIG_FILE).is_file():
-        raise ValueError(f"resume={str(out)!r} holds no {recording.CONFIG_FILE}: allowed is a folder written by a run")
-    stored = recording.read_config(out)
+    stored = recording.read_run_config(out, "resume")
     requested = stored.replace(**{f.name: given[f.name] for f in dataclasses.fields(Config)
                                   if given.get(f.name) is not None})
     check_given_apply(requested, given)

@@ -32,10 +32,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: int | None = None, episodes: i
         if value < low:
             raise ValueError(f"{name}={value} is invalid: allowed is an integer >= {low}")
     check_mode(mode)
-    if not (run_dir / recording.CONFIG_FILE).is_file():
-        raise ValueError(f"run_dir={str(run_dir)!r} holds no {recording.CONFIG_FILE}: allowed is a folder written by "
-                         "a training run")
-    cfg = recording.read_config(run_dir)
+    cfg = recording.read_run_config(run_dir, "run_dir")
     manager = checkpoints.open_manager(run_dir, read_only=True)
     try:
         available = checkpoints.steps(manager)

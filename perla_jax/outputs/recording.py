@@ -65,6 +65,14 @@ def read_config(run_dir: str | Path) -> Config:
     return Config.from_dict(json.loads((Path(run_dir) / CONFIG_FILE).read_text()))
 
 
+def read_run_config(run_dir: str | Path, option: str) -> Config:
+    """``read_config`` of a folder a user named as ``option``, or ValueError naming it when it holds no run."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise ValueError(f"{option}={str(run_dir)!r} holds no {CONFIG_FILE}: allowed is a folder written by a "
+                         "training run")
+    return read_config(run_dir)
+
+
 def metrics_rows(metrics: Mapping[str, np.ndarray], first_update: int) -> list[list]:
     """CSV rows for one chunk of metrics shaped ``[S, n]`` (seed, update); updates are numbered from
     ``first_update``. Rows are ordered by update, then seed. Floats are written with ``repr`` so they
