@@ -352,12 +352,16 @@ def _assert_close_run(run_dir: Path, reference: Path) -> None:
     assert set(got) == set(want)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
-    got_leaves, want_leaves = jax.tree.leaves(_final_state(run_dir)), jax.tree.leaves(_final_state(reference))
+    got_leaves, want_leaves = _host_leaves(run_dir), _host_leaves(reference)
     assert len(got_leaves) == len(want_leaves) > 10
     for a, b in zip(got_leaves, want_leaves):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _host_leaves(run_dir: Path) -> list[np.ndarray]:
+    """The latest checkpoint's state as NumPy arrays, PRNG keys as their key data."""
+    as_data = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    return [np.asarray(as_data(x)) for x in jax.tree.leaves(_final_state(run_dir))]
 
 
 def test_checkpoints_move_between_device_counts_and_hosts(reference, stopped, tmp_path):
@@ -378,10 +382,8 @@ def test_checkpoints_move_between_device_counts_and_hosts(reference, stopped, tm
     local = _copy(stopped, tmp_path / "local")
     _train_on_local_devices(["--resume", str(local), "--stop-after", str(later)], 2, tmp_path)
     assert (local / "metrics.csv").read_bytes() == (run_dir / "metrics.csv").read_bytes()
-    for a, b in zip(jax.tree.leaves(_final_state(local)), jax.tree.leaves(_final_state(run_dir)), strict=True):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(_host_leaves(local), _host_leaves(run_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
     run_cli.main(["--resume", str(run_dir)])  # here: one process, one device
     # Equal to float rounding, not bit for bit: one seed per process compiles to another summation order than two
     # seeds on one device (the first row the two processes write already differs in its last digit).
