@@ -162,18 +162,17 @@ def _make_minibatch_step(cfg: Config, agents: Agents, critic: Critic):
 
 
 def _make_epoch(cfg: Config, agents: Agents, critic: Critic):
-    """``epoch(nets, key, batch [T, E, ...], starts) -> (nets, stats [M])``: one pass over shuffled minibatches."""
+    """``epoch(nets, perm, batch [T, E, ...], starts) -> (nets, stats [M])``: one pass over the minibatches that
+    ``perm`` (from ``epoch_permutations``) shuffles."""
     minibatch_step = _make_minibatch_step(cfg, agents, critic)
     b, m, e = cfg.batch_size, cfg.num_minibatches, cfg.num_envs
 
-    def epoch(nets, key, batch: Batch, starts: SequenceStarts | None):
+    def epoch(nets, perm: chex.Array, batch: Batch, starts: SequenceStarts | None):
         if starts is None:  # feed-forward: minibatches of single transitions, [T, E] flattened to [B]
-            perm = jax.random.permutation(key, b)
             flat = jax.tree.map(lambda x: x.reshape(b, *x.shape[2:]), batch)
             shuffled = jax.tree.map(lambda x: x[perm].reshape(m, b // m, *x.shape[1:]), flat)
             return jax.lax.scan(minibatch_step, nets, (shuffled, None))
         # Recurrent: minibatches of whole sequences, [T, E] -> M x [T, E/M], with their start hidden states.
-        perm = jax.random.permutation(key, e)
         split_time_major = lambda x: jnp.moveaxis(x[:, perm].reshape(x.shape[0], m, e // m, *x.shape[2:]), 1, 0)
         split_starts = lambda x: x[perm].reshape(m, e // m, *x.shape[1:])
         return jax.lax.scan(
@@ -183,21 +182,31 @@ def _make_epoch(cfg: Config, agents: Agents, critic: Critic):
     return epoch
 
 
+def epoch_permutations(cfg: Config, recurrent: bool, key: chex.PRNGKey) -> chex.Array:
+    """``[epochs, B]`` (feed-forward: transitions) or ``[epochs, E]`` (recurrent: whole sequences): each epoch's
+    shuffle, drawn together in one batched sort rather than one small sort per epoch (the same permutations)."""
+    n = cfg.num_envs if recurrent else cfg.batch_size
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, cfg.update_epochs))
+
+
 def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic, with_spread: bool = True):
     epoch = _make_epoch(cfg, agents, critic)
     b = cfg.batch_size
 
     def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
         key, k_roll, k_est, k_epochs = jax.random.split(state.key, 4)
-        env_state, obs, traj, actor_carry, first = rollout(
-            env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps,
-            state.actor_carry, state.first,
-        )
-        est = critic.estimate(
-            state.actor.params, state.critic.params, traj, k_est, state.actor_carry, state.critic_carry,
-            state.value_norm,
-        )
-        value_norm, targets, old_predictions = _in_critic_units(state.value_norm, est)
+        # The named scopes label the compiled program's operations by stage (experiments/profile_ops.py).
+        with jax.named_scope("rollout"):
+            env_state, obs, traj, actor_carry, first = rollout(
+                env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps,
+                state.actor_carry, state.first,
+            )
+        with jax.named_scope("critic_estimates"):
+            est = critic.estimate(
+                state.actor.params, state.critic.params, traj, k_est, state.actor_carry, state.critic_carry,
+                state.value_norm,
+            )
+            value_norm, targets, old_predictions = _in_critic_units(state.value_norm, est)
         batch = Batch(
             obs=traj.obs,
             state=traj.state,
@@ -211,17 +220,20 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             first=traj.first,
         )
         # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
-        pg_var, pg_snr = (
-            policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
-            if with_spread else (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
-        )
+        with jax.named_scope("pg_spread"):
+            pg_var, pg_snr = (
+                policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
+                if with_spread else (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+            )
         starts = SequenceStarts(actor=state.actor_carry, critic=state.critic_carry) if agents.recurrent else None
-        nets, stats = jax.lax.scan(
-            lambda n, k: epoch(n, k, batch, starts),
-            (state.actor, state.critic),
-            jax.random.split(k_epochs, cfg.update_epochs),
-        )
-        metrics = _update_metrics(env, traj, est, stats, env_steps=(state.update + 1) * b)
+        with jax.named_scope("ppo_epochs"):
+            nets, stats = jax.lax.scan(
+                lambda n, perm: epoch(n, perm, batch, starts),
+                (state.actor, state.critic),
+                epoch_permutations(cfg, agents.recurrent, k_epochs),
+            )
+        with jax.named_scope("metrics"):
+            metrics = _update_metrics(env, traj, est, stats, env_steps=(state.update + 1) * b)
         metrics.update(pg_var=pg_var, pg_snr=pg_snr)
         new_state = RunnerState(
             actor=nets[0],
