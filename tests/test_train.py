@@ -11,7 +11,7 @@ from perla_jax import METRICS, Config, make_train, make_trainer
 from perla_jax.agents import Agents
 from perla_jax.critics import make_critic
 from perla_jax.rollout import rollout
-from perla_jax.train import _update_metrics
+from perla_jax.train import _update_metrics, epoch_permutations
 from perla_jax.types import CriticEstimates
 
 TINY = dict(
@@ -130,3 +130,17 @@ def test_update_metrics_reports_the_critics_explained_variance():
     assert float(metrics["critic_ev"]) == pytest.approx(0.4)
     flat = est.replace(targets=jnp.ones_like(targets))
     assert np.isnan(float(_update_metrics(env, traj, flat, {}, env_steps=jnp.array(2))["critic_ev"]))
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_epoch_permutations_are_each_epochs_own_shuffle(recurrent):
+    # Drawn together before the epochs, they must be the permutations each epoch would draw from its own key.
+    cfg = Config(num_envs=4, num_steps=8, update_epochs=3)
+    key = jax.random.PRNGKey(7)
+    perms = np.asarray(epoch_permutations(cfg, recurrent, key))
+    n = cfg.num_envs if recurrent else cfg.batch_size
+    assert perms.shape == (3, n)
+    for row, k in zip(perms, jax.random.split(key, 3)):
+        np.testing.assert_array_equal(row, np.asarray(jax.random.permutation(k, n)))
+        assert sorted(row.tolist()) == list(range(n))
+    assert len({tuple(row) for row in perms.tolist()}) == 3
