@@ -170,7 +170,7 @@ def _exclusive(events: list[dict]) -> list[tuple[str, float]]:
 
 
 def breakdown(classes: dict[str, tuple[str, str]], times: dict[str, float], calls: int) -> dict:
-    """``{(stage, kind): ms per call}`` plus row and column totals, from ``classify`` and ``operation_times``."""
+    """``{(stage, kind): ms per call}`` from ``classify`` and ``operation_times`` (``format_table`` adds the totals)."""
     cells = collections.Counter()
     for name, us in times.items():
         cells[classes[name]] += us / 1000.0 / calls
@@ -178,8 +178,8 @@ def breakdown(classes: dict[str, tuple[str, str]], times: dict[str, float], call
 
 
 def profile(cfg_fields: dict, seeds: int, calls: int, options: dict | None = None) -> tuple[dict, float]:
-    """(``breakdown`` of one update of ``Config(**cfg_fields)`` at ``seeds`` vmapped seeds, median wall ms per
-    update over ``calls`` traced calls)."""
+    """(``breakdown`` of one update of ``Config.from_dict(cfg_fields)`` at ``seeds`` vmapped seeds, median wall ms
+    per update over ``calls`` traced calls); ``options`` are XLA compiler options (the tests compile faster)."""
     import jax
 
     from perla_jax import Config, make_trainer
