@@ -200,9 +200,11 @@ def exact_share_cell(run: analysis.Run, phase: np.ndarray) -> str:
 
 
 def wall_cell(folder: Path) -> str:
+    """Wall minutes over the launches the suite timed; "not timed" when it timed none (its process was stopped
+    while the run's last launch finished)."""
     timed, launches = launch_record(folder)
     untimed = f", {launches - len(timed)} untimed" if launches > len(timed) else ""
-    return f"{sum(timed) / 60 if timed else math.nan:.1f}" + (
+    return (f"{sum(timed) / 60:.1f}" if timed else "not timed") + (
         f" (resumed, {launches} launches{untimed})" if launches > 1 else "")
 
 

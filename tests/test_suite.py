@@ -30,6 +30,7 @@ def test_unknown_budget_is_refused():
 
 
 def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
+    assert suite.wall_cell(tmp_path) == "not timed"
     (tmp_path / suite.WALL_FILE).write_text("60.0\n30.0\n")
     assert suite.wall_cell(tmp_path) == "1.5 (resumed, 2 launches)"
     (tmp_path / suite.WALL_FILE).write_text("90.0\n")
