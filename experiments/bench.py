@@ -37,17 +37,24 @@ RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env
 DEFAULTS = dict(ks=[1, 4, 16, 64], seeds=[1, 8, 32], updates=4, repeats=5)
 
 
+def row_config(algo: str, k: int, base: dict):
+    """The Config of one row: ``algo`` with ``base``'s fields, and K only for the Q-critics (Config refuses it
+    elsewhere; the other rows keep the default)."""
+    from perla_jax import Config
+
+    return Config(algo=algo, **({"k": k} if algo.startswith("perla") else {}), **base)
+
+
 def _build(algo: str, k: int, seeds: int, updates: int, base: dict, options: dict | None):
     """Returns ``(jitted fn, initial state, env steps per call)`` for one configuration; ``fn(state) -> (state,
     outputs)``: the outputs (the updates' metrics) are returned as a training run returns them, so that XLA
     cannot drop the work that only feeds them (the policy-gradient spread)."""
     import jax
 
-    from perla_jax import Config, make_env, make_trainer
+    from perla_jax import make_env, make_trainer
     from perla_jax.acting import act_step
 
-    # K exists only for the Q-critics (Config refuses it elsewhere); the other rows keep the default.
-    cfg = Config(algo="mappo" if algo == RANDOM else algo, **({"k": k} if algo.startswith("perla") else {}), **base)
+    cfg = row_config("mappo" if algo == RANDOM else algo, k, base)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), seeds)
     steps = updates * cfg.num_envs * cfg.num_steps * seeds
     if algo != RANDOM:

@@ -62,6 +62,11 @@ def _stub_logging_modules() -> None:
     sys.modules["omegaconf"].OmegaConf = object
 
 
+def steps_per_seed(updates: int) -> int:
+    """Env steps of ``updates`` updates of JaxMARL's batch, per seed."""
+    return JAXMARL_BATCH["num_envs"] * JAXMARL_BATCH["num_steps"] * updates
+
+
 def our_config(name: str, steps: int, seeds: int) -> Config:
     if name == OUR_DEFAULTS:
         return Config(algo="mappo", total_timesteps=steps, num_seeds=seeds, **JAXMARL_BATCH)
@@ -74,7 +79,7 @@ def programs(jaxmarl_dir: Path, updates: int, seeds: int, rows: list[str]) -> di
     sys.path.insert(0, str(jaxmarl_dir))
     import ippo_ff_mpe  # noqa: E402  (JaxMARL's script, from --jaxmarl-dir)
 
-    steps = JAXMARL_BATCH["num_envs"] * JAXMARL_BATCH["num_steps"] * updates
+    steps = steps_per_seed(updates)
     config = dict(yaml.safe_load((jaxmarl_dir / "config" / "ippo_ff_mpe.yaml").read_text()), TOTAL_TIMESTEPS=steps)
     keys = jax.random.split(jax.random.PRNGKey(30), seeds)
     fns = {JAXMARL: ippo_ff_mpe.make_train(config)}
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> str:
     results = {}
     for seeds in args.seeds:
         fns = programs(args.jaxmarl_dir, args.updates, seeds, args.rows)
-        steps = JAXMARL_BATCH["num_envs"] * JAXMARL_BATCH["num_steps"] * args.updates * seeds
+        steps = steps_per_seed(args.updates) * seeds
         results[seeds] = time_rows(fns, args.rounds, steps)
         print(format_table({seeds: results[seeds]}), flush=True)
     table = format_table(results)

@@ -51,11 +51,11 @@ def stage_program(algo: str, k: int, seeds: int, base: dict, stage: str):
     a fresh state, as ``train_step`` computes them; the outputs are returned, so nothing is dropped."""
     import jax
 
-    from perla_jax import Config, make_trainer
+    from perla_jax import make_trainer
     from perla_jax.diagnostics import policy_gradient_spread
     from perla_jax.rollout import rollout
 
-    cfg = Config(algo=algo, **({"k": k} if algo.startswith("perla") else {}), **base)
+    cfg = bench.row_config(algo, k, base)
     trainer = make_trainer(cfg)
 
     def stages(s):
@@ -145,10 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = [(a, k) for a in args.algos for k in (args.ks if a.startswith("perla") else [1])]
     base = dict(args.config)
     if args.preset is not None:  # the preset's fields for the env's family, under the ones --config gives
-        from perla_jax.envs.registry import env_family
-        from perla_jax.presets import PRESETS
+        from perla_jax.presets import preset_fields
 
-        base = {**PRESETS[args.preset][env_family(base.get("env", "mpe")).name], **base}
+        base = preset_fields(args.preset, base)
     load_before = os.getloadavg()[0]
     table = format_table(profile(rows, args.seeds, base, args.rounds))
     print(table)

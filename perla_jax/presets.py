@@ -44,6 +44,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def preset_config(name: str, given: Mapping[str, Any]) -> Config:
     """The Config of preset ``name`` for the env in ``given`` (Config's default env if absent), with every field
     in ``given`` overriding the preset's; ValueError naming the bad preset or an env family it does not cover."""
+    return Config(**preset_fields(name, given))
+
+
+def preset_fields(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The Config fields ``preset_config`` builds from: the preset's for the env's family, ``given``'s over them
+    (env kwargs merged key by key)."""
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is invalid: allowed are {', '.join(PRESETS)}")
     family = env_family(given.get("env", Config.env)).name  # a dataclass field's default is its class attribute
@@ -54,4 +60,4 @@ def preset_config(name: str, given: Mapping[str, Any]) -> Config:
     fields = {**preset, **given}
     if "env_kwargs" in preset and "env_kwargs" in given:  # the caller's env kwargs add to (and override) the preset's
         fields["env_kwargs"] = {**preset["env_kwargs"], **given["env_kwargs"]}
-    return Config(**fields)
+    return fields
