@@ -52,22 +52,19 @@ def stage_program(algo: str, k: int, seeds: int, base: dict, stage: str):
     import jax
 
     from perla_jax import make_trainer
-    from perla_jax.diagnostics import policy_gradient_spread
-    from perla_jax.rollout import rollout
 
     cfg = bench.row_config(algo, k, base)
     trainer = make_trainer(cfg)
+    run = trainer.stages
 
     def stages(s):
-        traj = rollout(trainer.env, trainer.agents, s.actor.params, s.env_state, s.obs, s.key, cfg.num_steps,
-                       s.actor_carry, s.first)[2]
+        traj = run.collect(s, s.key)[2]
         if stage == "rollout":
             return traj
-        est = trainer.critic.estimate(s.actor.params, s.critic.params, traj, s.key, s.actor_carry, s.critic_carry,
-                                      s.value_norm)
+        est = run.estimate(s, traj, s.key)
         if stage == "estimates":
             return traj, est
-        return est, policy_gradient_spread(trainer.agents, s.actor.params, traj, est.advantages, s.actor_carry)
+        return est, run.spread(s, traj, est)
 
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), seeds)
     return jax.jit(jax.vmap(stages)), jax.jit(jax.vmap(trainer.init))(keys)

@@ -29,15 +29,30 @@ from perla_jax.value_norm import ValueNorm, initial_value_norm
 
 
 @dataclasses.dataclass(frozen=True)
+class UpdateStages:
+    """The stages of one update before its PPO epochs, as pure functions of the runner state; ``train_step``
+    composes them, and ``experiments/profile_step.py`` times programs that stop after each."""
+
+    # (state, key) -> (env_state, obs, traj [T, E, N, ...], actor_carry, first): the rollout.
+    collect: Callable[[RunnerState, chex.PRNGKey], tuple]
+    # (state, traj, key) -> CriticEstimates: values or the K-sample marginal, targets and advantages.
+    estimate: Callable[[RunnerState, Trajectory, chex.PRNGKey], CriticEstimates]
+    # (state, traj, estimates) -> (pg_var, pg_snr): the spread of the E per-environment policy gradients.
+    spread: Callable[[RunnerState, Trajectory, CriticEstimates], tuple[chex.Array, chex.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Trainer:
     """Pure functions of one training run: ``init(rng) -> RunnerState`` and
     ``train_step(RunnerState) -> (RunnerState, metrics)`` (one rollout plus its PPO epochs); ``step_without_spread``
-    is the same update with ``pg_var`` and ``pg_snr`` NaN (``Config.pg_spread_every``)."""
+    is the same update with ``pg_var`` and ``pg_snr`` NaN (``Config.pg_spread_every``); ``stages`` are its first
+    stages alone."""
 
     cfg: Config
     env: MultiAgentEnv
     agents: Agents
     critic: Critic
+    stages: UpdateStages
     init: Callable[[chex.PRNGKey], RunnerState]
     train_step: Callable[[RunnerState], tuple[RunnerState, dict[str, chex.Array]]]
     step_without_spread: Callable[[RunnerState], tuple[RunnerState, dict[str, chex.Array]]]
@@ -76,9 +91,10 @@ def make_trainer(cfg: Config, env: Any = None) -> Trainer:
         raise ValueError(f"network='rnn' is not supported for env {env.name!r} (Box actions): allowed is ff")
     agents = Agents.build(cfg, env)
     critic = make_critic(cfg, env, agents)
+    stages = _make_stages(cfg, env, agents, critic)
     return Trainer(
-        cfg, env, agents, critic, _make_init(cfg, env, agents, critic), _make_train_step(cfg, env, agents, critic),
-        _make_train_step(cfg, env, agents, critic, with_spread=False),
+        cfg, env, agents, critic, stages, _make_init(cfg, env, agents, critic),
+        _make_train_step(cfg, env, agents, critic, stages), _make_train_step(cfg, env, agents, critic, stages, False),
     )
 
 
@@ -189,23 +205,35 @@ def epoch_permutations(cfg: Config, recurrent: bool, key: chex.PRNGKey) -> chex.
     return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, cfg.update_epochs))
 
 
-def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic, with_spread: bool = True):
+def _make_stages(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic) -> UpdateStages:
+    def collect(state: RunnerState, key: chex.PRNGKey):
+        return rollout(env, agents, state.actor.params, state.env_state, state.obs, key, cfg.num_steps,
+                       state.actor_carry, state.first)
+
+    def estimate(state: RunnerState, traj: Trajectory, key: chex.PRNGKey) -> CriticEstimates:
+        return critic.estimate(state.actor.params, state.critic.params, traj, key, state.actor_carry,
+                               state.critic_carry, state.value_norm)
+
+    def spread(state: RunnerState, traj: Trajectory, est: CriticEstimates) -> tuple[chex.Array, chex.Array]:
+        return policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
+
+    return UpdateStages(collect, estimate, spread)
+
+
+def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Critic, stages: UpdateStages,
+                     with_spread: bool = True):
     epoch = _make_epoch(cfg, agents, critic)
     b = cfg.batch_size
+    no_spread = lambda *_: (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+    spread = stages.spread if with_spread else no_spread
 
     def train_step(state: RunnerState) -> tuple[RunnerState, dict[str, chex.Array]]:
         key, k_roll, k_est, k_epochs = jax.random.split(state.key, 4)
         # The named scopes label the compiled program's operations by stage (experiments/profile_ops.py).
         with jax.named_scope("rollout"):
-            env_state, obs, traj, actor_carry, first = rollout(
-                env, agents, state.actor.params, state.env_state, state.obs, k_roll, cfg.num_steps,
-                state.actor_carry, state.first,
-            )
+            env_state, obs, traj, actor_carry, first = stages.collect(state, k_roll)
         with jax.named_scope("critic_estimates"):
-            est = critic.estimate(
-                state.actor.params, state.critic.params, traj, k_est, state.actor_carry, state.critic_carry,
-                state.value_norm,
-            )
+            est = stages.estimate(state, traj, k_est)
             value_norm, targets, old_predictions = _in_critic_units(state.value_norm, est)
         batch = Batch(
             obs=traj.obs,
@@ -219,12 +247,8 @@ def _make_train_step(cfg: Config, env: MultiAgentEnv, agents: Agents, critic: Cr
             joint_samples=est.joint_samples,
             first=traj.first,
         )
-        # Spread of the E per-environment policy gradients at the rollout's parameters (diagnostics.py).
         with jax.named_scope("pg_spread"):
-            pg_var, pg_snr = (
-                policy_gradient_spread(agents, state.actor.params, traj, est.advantages, state.actor_carry)
-                if with_spread else (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
-            )
+            pg_var, pg_snr = spread(state, traj, est)
         starts = SequenceStarts(actor=state.actor_carry, critic=state.critic_carry) if agents.recurrent else None
         with jax.named_scope("ppo_epochs"):
             nets, stats = jax.lax.scan(

@@ -144,3 +144,29 @@ def test_epoch_permutations_are_each_epochs_own_shuffle(recurrent):
         np.testing.assert_array_equal(row, np.asarray(jax.random.permutation(k, n)))
         assert sorted(row.tolist()) == list(range(n))
     assert len({tuple(row) for row in perms.tolist()}) == 3
+
+
+def test_update_stages_are_what_train_step_computes():
+    """The stages ``profile_step.py`` times alone, run with train_step's own keys, reproduce its next state's
+    environment and its metrics of the rollout, the critic's estimates and the pg spread."""
+    cfg = Config(**{**TINY, "algo": "perla_mappo", "num_envs": 2, "total_timesteps": 64, "num_minibatches": 1})
+    trainer = make_trainer(cfg)  # 32 steps: episodes end, so the return is defined
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(4))
+    _, k_roll, k_est, _ = jax.random.split(state.key, 4)
+
+    @jax.jit
+    def stages(s):
+        env_state, obs, traj, _, _ = trainer.stages.collect(s, k_roll)
+        est = trainer.stages.estimate(s, traj, k_est)
+        return obs, traj, est, trainer.stages.spread(s, traj, est)
+
+    obs, traj, est, (pg_var, pg_snr) = stages(state)
+    new_state, metrics = jax.jit(trainer.train_step)(state)
+    np.testing.assert_array_equal(obs, new_state.obs)
+    ended = np.asarray(traj.terminated | traj.truncated).sum()
+    assert ended > 0
+    np.testing.assert_allclose(metrics["return"], np.asarray(traj.episode_return).sum() / ended, rtol=1e-6)
+    np.testing.assert_allclose(metrics["critic_sample_var"], np.asarray(est.sample_variance).mean(), rtol=1e-6)
+    np.testing.assert_allclose(metrics["others_share"], est.others_share, rtol=1e-6)
+    np.testing.assert_allclose([metrics["pg_var"], metrics["pg_snr"]], [pg_var, pg_snr], rtol=1e-5)
+    assert np.isfinite(float(pg_var)) and float(est.sample_variance.mean()) > 0
