@@ -94,6 +94,20 @@ def fingerprint(out: Path) -> None:
     out.write_text(json.dumps(result, indent=1))
 
 
+def largest_metric_gap(before: dict, after: dict) -> str:
+    """Which metric moved most between two fingerprints, relative to its size over the updates (NaNs equal)."""
+    import numpy as np
+
+    gaps = {}
+    for name, values in before.items():
+        b, a = np.asarray(values, float), np.asarray(after.get(name, values), float)
+        both_nan = np.isnan(a) & np.isnan(b)
+        diff = np.where(both_nan, 0.0, np.abs(a - b))
+        gaps[name] = float(np.nan_to_num(diff, nan=np.inf).max() / max(np.nanmax(np.abs(b), initial=0.0), 1e-12))
+    worst = max(gaps, key=gaps.get)
+    return f"(largest metric change: {worst}, {gaps[worst]:.1e} of its size)"
+
+
 def compare_fingerprints(base: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -106,7 +120,8 @@ def compare_fingerprints(base: str) -> int:
         before, after = (json.loads(p.read_text()) for p in outs.values())
     differ = [name for name in RUNS if before[name] != after[name]]
     for name in RUNS:
-        print(f"{name:26s} {'identical' if name not in differ else 'DIFFERENT'}")
+        gap = "" if name not in differ else "  " + largest_metric_gap(before[name]["metrics"], after[name]["metrics"])
+        print(f"{name:26s} {'identical' if name not in differ else 'DIFFERENT'}{gap}")
     print(f"{len(RUNS) - len(differ)} of {len(RUNS)} configurations bit-identical to {base} "
           f"({UPDATES} updates each: metrics and final actor and critic parameters)")
     return 1 if differ else 0

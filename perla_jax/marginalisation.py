@@ -109,6 +109,25 @@ def marginal_q_head(
     return q_hat, sample_variance(per_sample, axis=-1)
 
 
+def marginal_and_joint_q(
+    critic: QNetwork,
+    params: chex.ArrayTree,
+    features: chex.Array,
+    joint_samples: chex.Array,
+    joint_action: chex.Array,
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """``marginal_q_head`` at the actions taken, ``joint_action [..., N]``, plus Q(s, a_i, a_-i) at that joint
+    action ``[..., N]``: (Q^_i(s, .) ``[..., N, A]``, variance over the K samples ``[..., N]``, Q at the joint
+    action ``[..., N]``). The joint action taken rides along as a (K+1)-th sample, so the state's part of the
+    critic (for the factored critic: the own path and the others' table) is computed once for both."""
+    k = joint_samples.shape[-2]
+    with_taken = jnp.concatenate([joint_samples, joint_action[..., None, :]], axis=-2)  # [..., K+1, N]
+    hidden = last_layer_samples(critic, params, features, with_taken)  # [..., N, K+1, H]
+    q_hat = critic.apply(params, hidden[..., :k, :].mean(axis=-2), method="output")
+    per_sample = critic.apply(params, hidden, joint_action, method="output_at")  # [..., N, K+1]
+    return q_hat, sample_variance(per_sample[..., :k], axis=-1), per_sample[..., k]
+
+
 def marginal_q_samples(
     critic: BoxQNetwork,
     params: chex.ArrayTree,

@@ -68,6 +68,11 @@ def test_discrete_marginal_equals_the_definition(with_state, pool):
         per_sample = jnp.stack([jnp.stack([q_fn(i, s.at[i].set(a)) for i in range(N)]) for s in samples])  # [K, N]
         np.testing.assert_allclose(q_var, per_sample.var(axis=0, ddof=1), rtol=1e-4, atol=1e-9)
     assert np.all(np.asarray(q_var) > 0)
+    # One joint action (the epochs' forward) applies W after the pool, K > 1 samples to the table before the
+    # gather: both are the definition.
+    at_joint = net.apply(params, features, samples[0])  # [N, A]
+    reference = jnp.stack([_reference_q(params, features, samples[0], i) for i in range(N)])
+    np.testing.assert_allclose(at_joint, reference, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("algo, state_path, with_state", [("perla_mappo", True, True), ("perla_mappo", False, False),

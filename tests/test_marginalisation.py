@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from perla_jax import Config, make_env, marginal_q, marginal_q_head, marginalise, q_head_samples, sample_joint_actions
+from perla_jax.marginalisation import marginal_and_joint_q
 from perla_jax.marginalisation import sample_variance
 from perla_jax.agents import Agents
 from perla_jax.critics import make_critic
@@ -188,6 +189,30 @@ def test_critic_head_marginal_equals_generic_marginalise(action_layer):
         np.testing.assert_allclose(cheap_q, q_hat, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(cheap_var, q_var[:, a], rtol=1e-4, atol=1e-9)
     assert np.all(np.asarray(q_var) > 0)
+
+
+@pytest.mark.parametrize("arch", ["factored", "mlp"])
+def test_marginal_and_joint_q_is_the_marginal_and_the_critic_at_the_joint_action(arch):
+    """One pass with the taken joint action as an extra sample gives what the marginal at the taken actions and a
+    separate critic pass at the joint action give."""
+    cfg = Config(algo="perla_mappo", k=6, num_envs=1, num_steps=32, total_timesteps=32, num_minibatches=1,
+                 critic_hidden=(8, 6), critic_arch=arch,
+                 **({"critic_others_scale": 1.0} if arch == "factored" else {}))  # the others' part not zero
+    env = make_env(cfg.env)
+    critic = make_critic(cfg, env, Agents.build(cfg, env))
+    params = critic.init(jax.random.PRNGKey(5))
+    obs = jax.random.normal(jax.random.PRNGKey(6), (2, env.num_agents, env.obs_dim))  # two states
+    features = jax.vmap(lambda o: critic.inputs.features(o, o.reshape(-1)))(obs)
+    samples = jax.random.randint(jax.random.PRNGKey(7), (2, cfg.k, env.num_agents), 0, env.num_actions)
+    taken = jax.random.randint(jax.random.PRNGKey(8), (2, env.num_agents), 0, env.num_actions)
+    q_hat, q_var, q_joint = marginal_and_joint_q(critic.network, params, features, samples, taken)
+    want_hat, want_var = marginal_q_head(critic.network, params, features, samples, taken)
+    np.testing.assert_allclose(q_hat, want_hat, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(q_var, want_var, rtol=1e-4, atol=1e-9)
+    at_joint = critic.network.apply(params, features, taken)  # [2, N, A]
+    want_joint = jnp.take_along_axis(at_joint, taken[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(q_joint, want_joint, rtol=1e-5, atol=1e-6)
+    assert q_joint.shape == (2, env.num_agents) and float(jnp.std(q_joint)) > 0
 
 
 def test_others_one_hot_blanks_own_slot():

@@ -15,7 +15,7 @@ from perla_jax.critics.base import (
     as_value_variance, as_values, or_default, over_time_chunks, rollout_lead, td_lambda_of,
 )
 from perla_jax.critics.inputs import CriticInputs
-from perla_jax.marginalisation import marginal_q_head
+from perla_jax.marginalisation import marginal_and_joint_q, marginal_q_head
 from perla_jax.networks.discrete import QCritic
 from perla_jax.networks.factored import FactoredQCritic
 from perla_jax.types import Batch, CriticEstimates, Trajectory
@@ -58,12 +58,17 @@ class DiscreteQCritic:
         policy = self.agents.rollout_policy(actor_params, actor_carry, traj)  # [2T, E, N]
         probs_now, probs_final = jnp.split(policy.probs, [t])
         samples_now, samples_final = jnp.split(self.agents.sample_others(key, policy), [t])  # [T, E, K, N] each
-        q_now, q_var = self._marginal(head, inputs_now, samples_now, traj.action)  # [T, E, N, A], [T, E, N]
-        q_final, _ = self._marginal(head, inputs_final, steps.take(samples_final))  # [C, E, N, A]
-        q_now, q_final = as_values(value_norm, q_now), as_values(value_norm, q_final)
+        q_now, q_var, q_joint = over_time_chunks(  # [T, E, N, A], [T, E, N], [T, E, N]
+            lambda *x: marginal_and_joint_q(self.network, head, *x), (inputs_now, samples_now, traj.action),
+            self.cfg.critic_time_chunk,
+        )
+        q_final, _ = over_time_chunks(  # [C, E, N, A]
+            lambda *x: marginal_q_head(self.network, head, *x), (inputs_final, steps.take(samples_final)),
+            self.cfg.critic_time_chunk,
+        )
+        q_now, q_final, q_joint = (as_values(value_norm, q) for q in (q_now, q_final, q_joint))
         q_var = as_value_variance(value_norm, q_var)
         q_taken = take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
-        q_joint = as_values(value_norm, take_action(self.network.apply(head, inputs_now, traj.action), traj.action))
         values = MarginalValues(
             q_taken=q_taken,
             v_now=expected_value(q_now, probs_now),  # V^_i(s_t)
@@ -86,13 +91,6 @@ class DiscreteQCritic:
             sample_variance=q_var,
             others_share=others_share(values, td),
             critic_carry=critic_last,
-        )
-
-    def _marginal(self, head, inputs: chex.Array, samples: chex.Array, own_actions: chex.Array | None = None):
-        """``marginal_q_head`` over a rollout's steps ``[L, E, ...]`` in time chunks (``over_time_chunks``)."""
-        return over_time_chunks(
-            lambda *x: marginal_q_head(self.network, head, *x), (inputs, samples, own_actions),
-            self.cfg.critic_time_chunk,
         )
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:

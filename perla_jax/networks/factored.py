@@ -17,7 +17,10 @@ so an untrained critic adds no noise from the others' actions.
 
 Cost of the K-sample marginal: for discrete actions phi is evaluated once per state for every action
 (``[..., N, A, r]``); a sample is then a gather, a pooled sum and one head pass, never a full critic pass.
-W is linear, so it is applied after pooling (r -> H once per sample rather than A x H wide rows per agent).
+W and the mean pool are linear, so W may be applied after pooling (r -> H once per sample and agent) or to the
+table before the gather (r -> H once per agent and action, then each sample gathers H-wide rows). The two agree to
+float rounding; the table goes first for K > 1 samples, the pool for one joint action (the epochs' forward at the
+action taken), the faster of the two on CPU at every K measured (BENCHMARKS.md, "What the factored critic costs").
 
 Features ``x [..., N, F]``: the first ``agent_dim`` entries are agent j's own part (observation, time left,
 one-hot id); the rest, if any, is the global state (``critics.inputs.CriticInputs``, ``state_path``), which only
@@ -36,11 +39,11 @@ import jax.numpy as jnp
 from perla_jax.networks.layers import ACTIVATIONS, MLP, dense, dense_at, pre_activation
 
 
-def pool_others(rows: chex.Array) -> chex.Array:
-    """Per-agent rows ``[..., N, R]`` -> for each agent i the mean of the others' rows ``[..., N(i), R]``
-    (zeros for a single agent)."""
-    n = rows.shape[-2]
-    return (rows.sum(axis=-2, keepdims=True) - rows) / max(n - 1, 1)
+def pool_others(rows: chex.Array, axis: int = -2) -> chex.Array:
+    """Per-agent rows ``[..., N, R]`` (agents on ``axis``) -> for each agent i the mean of the others' rows
+    ``[..., N(i), R]`` (zeros for a single agent)."""
+    n = rows.shape[axis]
+    return (rows.sum(axis=axis, keepdims=True) - rows) / max(n - 1, 1)
 
 
 def attention_weights(queries: chex.Array, keys: chex.Array) -> chex.Array:
@@ -80,16 +83,17 @@ class _FactoredPaths(nn.Module):
             self.query = dense(self.rank)
             self.key = dense(self.rank, 0.0)  # zero keys: uniform weights, so attention starts as the mean pool
 
-    def pool_rows(self, features: chex.Array, rows: chex.Array) -> chex.Array:
-        """The others' rows ``[..., K, N, R]`` pooled for each agent ``[..., K, N(i), R]``. Attention weights
-        come from the agents' own parts (observation, id), not their actions, so the K samples share them and
-        a sample still costs one weighted sum (MAAC's attention critic weights the others' encodings likewise,
-        there with the actions in the keys)."""
+    def pool_rows(self, features: chex.Array, rows: chex.Array, axis: int = -2) -> chex.Array:
+        """The others' rows pooled for each agent: ``[..., K, N, R]`` -> ``[..., K, N(i), R]`` (``axis=-2``), or
+        agent-major ``[..., N, K, R]`` -> ``[..., N(i), K, R]`` (``axis=-3``). Attention weights come from the
+        agents' own parts (observation, id), not their actions, so the K samples share them and a sample still
+        costs one weighted sum (MAAC's attention critic weights the others' encodings likewise, there with the
+        actions in the keys)."""
         if self.pool == "mean":
-            return pool_others(rows)
+            return pool_others(rows, axis)
         agent = self.others_view(features)
         weights = attention_weights(self.query(agent), self.key(agent))  # [..., N, N]
-        return jnp.einsum("...ij,...kjr->...kir", weights, rows)
+        return jnp.einsum("...ij,...kjr->...kir" if axis == -2 else "...ij,...jkr->...ikr", weights, rows)
 
     def others_view(self, features: chex.Array) -> chex.Array:
         """What phi and the attention read of every agent j, ``[..., N, D]``: its own part (observation, time left,
@@ -140,7 +144,13 @@ class FactoredQCritic(nn.Module):
         """``features [..., N, F]``, ``joint_samples [..., K, N]`` -> last hidden layer ``[..., N, K, H]``."""
         act = ACTIVATIONS[self.activation]
         own = self.paths.own(features)[..., None, :]  # [..., N, 1, H], shared by the K samples
-        pool = self.paths.pool_rows(features, gather_rows(self.others_table(features), joint_samples))  # [..., K, N, R]
+        table = self.others_table(features)  # [..., N, A, R]
+        if joint_samples.shape[-2] > 1:
+            one_hot = jax.nn.one_hot(joint_samples, self.num_actions, dtype=table.dtype)  # [..., K, N, A]
+            # Gathered agent-major: the [..., N, K, H] batch is never transposed.
+            rows = jnp.einsum("...kna,...nah->...nkh", one_hot, self.paths.pooled(table))  # [..., N, K, H]
+            return act(own + self.paths.pool_rows(features, rows, axis=-3))
+        pool = self.paths.pool_rows(features, gather_rows(table, joint_samples))  # [..., K, N, R]
         # Agent-major before W: the transpose moves R-wide rows, not the H-wide per-sample batch.
         return act(own + self.paths.pooled(jnp.swapaxes(pool, -3, -2)))
 
