@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from perla_jax import Config, make_env, marginal_q, marginal_q_head, marginalise, q_head_samples, sample_joint_actions
-from perla_jax.marginalisation import marginal_and_joint_q
-from perla_jax.marginalisation import sample_variance
+from perla_jax.marginalisation import marginal_and_joint_q, sample_variance
 from perla_jax.agents import Agents
 from perla_jax.critics import make_critic
 from perla_jax.networks.discrete import others_one_hot
