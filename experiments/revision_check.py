@@ -120,8 +120,9 @@ def compare_fingerprints(base: str) -> int:
         before, after = (json.loads(p.read_text()) for p in outs.values())
     differ = [name for name in RUNS if before[name] != after[name]]
     for name in RUNS:
-        gap = "" if name not in differ else "  " + largest_metric_gap(before[name]["metrics"], after[name]["metrics"])
-        print(f"{name:26s} {'identical' if name not in differ else 'DIFFERENT'}{gap}")
+        status = ("DIFFERENT  " + largest_metric_gap(before[name]["metrics"], after[name]["metrics"])
+                  if name in differ else "identical")
+        print(f"{name:26s} {status}")
     print(f"{len(RUNS) - len(differ)} of {len(RUNS)} configurations bit-identical to {base} "
           f"({UPDATES} updates each: metrics and final actor and critic parameters)")
     return 1 if differ else 0

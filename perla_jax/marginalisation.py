@@ -124,6 +124,7 @@ def marginal_and_joint_q(
     with_taken = jnp.concatenate([joint_samples, joint_action[..., None, :]], axis=-2)  # [..., K+1, N]
     hidden = last_layer_samples(critic, params, features, with_taken)  # [..., N, K+1, H]
     q_hat = critic.apply(params, hidden[..., :k, :].mean(axis=-2), method="output")
+    # One product over all K+1 rows, split after: the K samples' spread and Q at the taken joint action.
     per_sample = critic.apply(params, hidden, joint_action, method="output_at")  # [..., N, K+1]
     return q_hat, sample_variance(per_sample[..., :k], axis=-1), per_sample[..., k]
 

@@ -58,14 +58,9 @@ class DiscreteQCritic:
         policy = self.agents.rollout_policy(actor_params, actor_carry, traj)  # [2T, E, N]
         probs_now, probs_final = jnp.split(policy.probs, [t])
         samples_now, samples_final = jnp.split(self.agents.sample_others(key, policy), [t])  # [T, E, K, N] each
-        q_now, q_var, q_joint = over_time_chunks(  # [T, E, N, A], [T, E, N], [T, E, N]
-            lambda *x: marginal_and_joint_q(self.network, head, *x), (inputs_now, samples_now, traj.action),
-            self.cfg.critic_time_chunk,
-        )
-        q_final, _ = over_time_chunks(  # [C, E, N, A]
-            lambda *x: marginal_q_head(self.network, head, *x), (inputs_final, steps.take(samples_final)),
-            self.cfg.critic_time_chunk,
-        )
+        # [T, E, N, A], [T, E, N], [T, E, N]; then [C, E, N, A]
+        q_now, q_var, q_joint = self._over_steps(marginal_and_joint_q, head, inputs_now, samples_now, traj.action)
+        q_final, _ = self._over_steps(marginal_q_head, head, inputs_final, steps.take(samples_final))
         q_now, q_final, q_joint = (as_values(value_norm, q) for q in (q_now, q_final, q_joint))
         q_var = as_value_variance(value_norm, q_var)
         q_taken = take_action(q_now, traj.action)  # Q^_i(s_t, a_i,t)
@@ -92,6 +87,11 @@ class DiscreteQCritic:
             others_share=others_share(values, td),
             critic_carry=critic_last,
         )
+
+    def _over_steps(self, marginal, head, *xs: chex.Array):
+        """``marginal(network, head, *xs)`` over a rollout's steps ``[L, E, ...]`` in time chunks
+        (``over_time_chunks``)."""
+        return over_time_chunks(lambda *x: marginal(self.network, head, *x), xs, self.cfg.critic_time_chunk)
 
     def predict(self, params: chex.ArrayTree, mb: Batch, start_hidden: chex.Array | None) -> chex.Array:
         """``critic_target="joint"``: Q(s, a_i, a_-i) at the joint action taken, so the critic keeps its

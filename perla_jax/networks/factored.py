@@ -58,12 +58,13 @@ def attention_weights(queries: chex.Array, keys: chex.Array) -> chex.Array:
     return jnp.where(others, weights, 0.0)
 
 
-def gather_rows(table: chex.Array, joint_actions: chex.Array) -> chex.Array:
+def gather_rows(table: chex.Array, joint_actions: chex.Array, agent_major: bool = False) -> chex.Array:
     """Each agent's row at its action: ``table [..., N, A, R]``, ``joint_actions [..., K, N]`` (ints) ->
-    ``[..., K, N, R]`` (the table's leading axes broadcast against the samples'). A one-hot contraction: its
-    gradient is another contraction, where a gather's is a scatter-add (slower on CPU)."""
+    ``[..., K, N, R]``, or ``[..., N, K, R]`` with ``agent_major`` (the table's leading axes broadcast against the
+    samples'). A one-hot contraction: its gradient is another contraction, where a gather's is a scatter-add
+    (slower on CPU)."""
     one_hot = jax.nn.one_hot(joint_actions, table.shape[-2], dtype=table.dtype)  # [..., K, N, A]
-    return jnp.einsum("...kna,...nar->...knr", one_hot, table)
+    return jnp.einsum("...kna,...nar->...nkr" if agent_major else "...kna,...nar->...knr", one_hot, table)
 
 
 class _FactoredPaths(nn.Module):
@@ -146,9 +147,8 @@ class FactoredQCritic(nn.Module):
         own = self.paths.own(features)[..., None, :]  # [..., N, 1, H], shared by the K samples
         table = self.others_table(features)  # [..., N, A, R]
         if joint_samples.shape[-2] > 1:
-            one_hot = jax.nn.one_hot(joint_samples, self.num_actions, dtype=table.dtype)  # [..., K, N, A]
             # Gathered agent-major: the [..., N, K, H] batch is never transposed.
-            rows = jnp.einsum("...kna,...nah->...nkh", one_hot, self.paths.pooled(table))  # [..., N, K, H]
+            rows = gather_rows(self.paths.pooled(table), joint_samples, agent_major=True)  # [..., N, K, H]
             return act(own + self.paths.pool_rows(features, rows, axis=-3))
         pool = self.paths.pool_rows(features, gather_rows(table, joint_samples))  # [..., K, N, R]
         # Agent-major before W: the transpose moves R-wide rows, not the H-wide per-sample batch.
