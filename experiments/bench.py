@@ -8,6 +8,7 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
     python experiments/bench.py --quick               # smoke test
     python experiments/bench.py --write BENCHMARKS.md --jaxmarl-baseline 12345
     python experiments/bench.py --config '{"env": "smax", "map_name": "2s3z"}' --ks 16 --seeds 4   # other envs
+    python experiments/bench.py --interleaved 3 --preset jaxmarl --config '{"env": "ant_4x2"}' --seeds 8 --updates 1
 """
 
 from __future__ import annotations
@@ -244,6 +245,13 @@ def write_report(path: str, body: str) -> None:
     sections.write_marked_section(path, SECTION, body)
 
 
+def preset_fields(preset: str, config: dict) -> dict:
+    """``config``'s Config fields over ``preset``'s for its env family (``perla_jax.presets``)."""
+    from perla_jax.presets import preset_fields as fields  # the package only where a preset is asked for
+
+    return fields(preset, config)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -260,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-random", action="store_true", help="skip the random-policy rollout ceiling")
     p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                    help='Config fields for every row, e.g. \'{"env": "smax", "map_name": "2s3z"}\' (default: MPE)')
+    p.add_argument("--preset", help="a preset's settings (e.g. jaxmarl) for --config's env, under --config's fields")
     p.add_argument("--quick", action="store_true", help="smoke-test defaults: 2 updates, seeds 1 2, K 1 4, 3 repeats")
     p.add_argument("--write", metavar="FILE", help="replace the bench section of FILE (e.g. BENCHMARKS.md)")
     p.add_argument("--jaxmarl-baseline", type=float, help="JaxMARL ippo_ff_mpe 1-seed steps/s on this machine")
@@ -275,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         print(json.dumps(measure(**json.loads(args.one))))
         return
+    if args.preset:
+        args.config = preset_fields(args.preset, args.config)
     defaults = dict(ks=[1, 4], seeds=[1, 2], updates=2, repeats=3) if args.quick else DEFAULTS
     for name, value in defaults.items():  # explicit flags win over --quick
         if getattr(args, name) is None:

@@ -4,11 +4,13 @@
 and network kind; SMAX 3m recurrent and feed-forward; a continuous toy env) from a fixed seed, once with each
 package in its own process; prints whether the metrics and the final parameters are bit-identical.
 
-``speed``: mappo and perla_mappo K=16 (MPE defaults, 16 envs x 128 steps) with both packages in one process, calls
-alternating for ROUNDS rounds, so both see the same machine load; prints steps/s and the per-round ratio.
+``speed``: mappo and perla_mappo K=16 (MPE defaults, 16 envs x 128 steps, or the settings ``--config`` and
+``--preset`` give) with both packages in one process, calls alternating for ROUNDS rounds, so both see the same
+machine load; prints steps/s and the per-round ratio.
 
     python experiments/revision_check.py fingerprint --base HEAD~1
     python experiments/revision_check.py speed --base HEAD~1 --seeds 1 --updates 2 --rounds 8
+    python experiments/revision_check.py speed --base HEAD~1 --preset jaxmarl --config '{"env": "ant_4x2"}'
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def compare_fingerprints(base: str) -> int:
     return 1 if differ else 0
 
 
-def compare_speed(base: str, seeds: int, updates: int, rounds: int) -> None:
+def compare_speed(base: str, seeds: int, updates: int, rounds: int, fields: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, str(extract(base, Path(tmp), "perla_base")))
         import jax
@@ -137,7 +139,7 @@ def compare_speed(base: str, seeds: int, updates: int, rounds: int) -> None:
         import perla_jax
 
         def build(pkg, algo):
-            cfg = pkg.Config(algo=algo, **({"k": 16} if algo.startswith("perla") else {}))
+            cfg = pkg.Config(**{**fields, "algo": algo, **({"k": 16} if algo.startswith("perla") else {})})
             trainer = pkg.make_trainer(cfg)
             state = jax.jit(jax.vmap(trainer.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
             # the metrics are returned as a run returns them, so XLA cannot drop the work that feeds only them
@@ -159,6 +161,13 @@ def compare_speed(base: str, seeds: int, updates: int, rounds: int) -> None:
               f"(min {min(ratios):.3f}, max {max(ratios):.3f}), {rounds} rounds")
 
 
+def speed_fields(config: dict, preset: str | None) -> dict:
+    """The Config fields both packages are timed at: ``config``'s, over ``preset``'s for its env family if given."""
+    from perla_jax.presets import preset_fields  # here: the fingerprint children import a revision's own package
+
+    return dict(config) if preset is None else preset_fields(preset, config)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_child"]:
@@ -170,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--updates", type=int, default=2, help="updates per timed call")
     p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--config", type=json.loads, default={}, help="speed: Config fields as JSON (default: MPE defaults)")
+    p.add_argument("--preset", default=None, help="speed: a preset's settings (e.g. jaxmarl) under --config's fields")
     args = p.parse_args(argv)
     if args.check == "fingerprint":
         return compare_fingerprints(args.base)
-    compare_speed(args.base, args.seeds, args.updates, args.rounds)
+    compare_speed(args.base, args.seeds, args.updates, args.rounds, speed_fields(args.config, args.preset))
     return 0
 
 

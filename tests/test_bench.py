@@ -121,6 +121,19 @@ def test_grid_specs_carry_the_config_into_every_row(bench):
     assert [s["base"].get("critic_action_layer") for s in bench.grid_specs(args)] == [None, "last", "last", None]
 
 
+def test_a_preset_goes_under_the_given_fields_into_every_interleaved_row(bench):
+    import argparse
+
+    config = bench.preset_fields("jaxmarl", {"env": "ant_4x2", "num_envs": 8})
+    args = argparse.Namespace(seeds=[8], algos=["mappo", "perla_mappo"], ks=[16], updates=1, config=config,
+                              critic_archs=["factored"], action_layers=["last"], critic_targets=["joint"])
+    specs = bench.interleaved_specs(args)
+    assert [(s["base"]["env"], s["base"]["num_envs"], s["base"]["num_steps"], s["base"]["vf_coef"]) for s in specs] \
+        == [("ant_4x2", 8, 300, 4.5)] * 2
+    with pytest.raises(ValueError, match="preset='paper' is invalid: allowed are jaxmarl"):
+        bench.preset_fields("paper", {})
+
+
 @pytest.fixture(scope="module")
 def bench_device():
     return importlib.import_module("experiments.bench_device")

@@ -199,9 +199,11 @@ class FactoredContinuousQ(nn.Module):
         """Q(s, a_i^(m), a_-i^(k)) ``[..., N, M, K]`` from ``features [..., N, F]``, ``joint_samples
         [..., K, N, A]`` (agent i's own slot ignored) and ``own_actions [..., N, M, A]``."""
         act = ACTIVATIONS[self.activation]
-        phi_pre = self._phi_pre(features)[..., None, :, :]  # [..., 1, N, H]
-        rows = self.phi_out(act(phi_pre + self.phi_action(joint_samples)))  # [..., K, N, R]
-        others = jnp.swapaxes(self.paths.pooled(self.paths.pool_rows(features, rows)), -3, -2)  # [..., N, K, H]
+        # Agent-major from the input on: the transpose moves A-wide actions, never the H-wide per-sample batch.
+        by_agent = jnp.swapaxes(joint_samples, -3, -2)  # [..., N, K, A]
+        phi_pre = self._phi_pre(features)[..., None, :]  # [..., N, 1, H]
+        rows = self.phi_out(act(phi_pre + self.phi_action(by_agent)))  # [..., N, K, R]
+        others = self.paths.pooled(self.paths.pool_rows(features, rows, axis=-3))  # [..., N(i), K, H]
         own = self.paths.own(features)[..., :, None, None, :] + self.own_action(own_actions)[..., :, :, None, :]
         return self.out(act(own + others[..., :, None, :, :]))[..., 0]  # [..., N, M, K]
 
