@@ -59,6 +59,10 @@ CRITIC_DEFAULTS_MPE = {"mappo": dict(algo="mappo"), "mappo legacy critic": dict(
                        "perla_mappo": dict(algo="perla_mappo"),
                        "perla_mappo legacy critic": dict(algo="perla_mappo", critic_arch="mlp", advantage="td",
                                                          **LEGACY_CRITIC)}
+# PERLA-MAPPO at its defaults (K = 16, perla_cv) against the td advantage (the benchmark studies' PERLA-MAPPO) and
+# against one sample of the others' actions: which part of a lead the control variate carries, and which the K samples.
+PERLA_PARTS = {"perla_mappo": dict(algo="perla_mappo"), "perla_mappo td": SCALING_ALGOS["perla_mappo"],
+               "perla_mappo K=1": dict(algo="perla_mappo", k=1)}
 # Value normalisation (perla_jax.value_norm) for each algorithm, against the same algorithm without it.
 VALUE_NORM_ALGOS = {f"{name}{' value norm' if norm else ''}": dict(algo=name, value_norm=norm)
                     for name in ("mappo", "ippo", "perla_mappo") for norm in (False, True)}
@@ -265,6 +269,12 @@ STUDIES: dict[str, Study] = {
             "settings (--preset jaxmarl)",
             common=smax_jaxmarl(map_name), runs=BENCHMARK_ALGOS, score="win_rate", **SMAX_BUDGETS,
         ) for map_name in ("3m", "2s3z", "3s5z")),
+        Study(  # smax-2s3z's settings and budgets, so its perla_mappo run (the td advantage) is shared
+            "k-smax2s3z", "SMAX 2s3z: which part of PERLA-MAPPO's lead the K samples and the control variate carry "
+            "(K = 1 and the td advantage against the defaults)",
+            common=smax_jaxmarl("2s3z"), runs=PERLA_PARTS, baseline="perla_mappo", score="win_rate",
+            **SMAX_BUDGETS,
+        ),
         Study(  # smax-3m's settings and budgets, so its mappo run (time limit terminal) is shared
             "timelimit-smax3m", "SMAX 3m: the time limit at JaxMARL's SMAX settings (terminal is the preset's)",
             common=smax_jaxmarl("3m"), runs=MAPPO_TIME_LIMITS, baseline="mappo bootstrap", score="win_rate",
