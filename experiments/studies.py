@@ -37,8 +37,9 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
     for advantage in ("td", "perla_cv")
     for k in (K_SWEEP if advantage == "td" else (1, 4, 16, 64))
 }
-# The four algorithms of the agent-scaling studies, PERLA at its defaults (the same fields as in BASELINES, so
-# a Config shared with the defaults studies is trained once).
+# The four algorithms of the agent-scaling and benchmark studies. PERLA's advantage is pinned to `td` (the
+# default until 2026-12-03, now `perla_cv`), so their runs are shared with the defaults studies and their published
+# tables stay reproducible; BENCHMARKS.md's correction of 2026-12-04 says which readings this concerns.
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
                  "perla_mappo": PERLA_GRID["perla_mappo joint td"],
                  "perla_ippo": BASELINES["perla_ippo joint td"]}
@@ -142,6 +143,22 @@ class Study:
             if same_point in self.runs:
                 return same_point
         return self.baseline
+
+    def distinct_settings(self) -> dict[str, dict[str, Any]]:
+        """Run name (its label less the K= or N= suffix) -> the fields it sets away from the study's common
+        Config, beyond its algorithm and the study's axis: what a table prints beside the labels, so a label
+        cannot hide a pinned setting (the benchmark studies' ``td`` advantage, say). Names that set nothing are
+        left out."""
+        common, suffix = Config(**self.common), AXIS_SUFFIX.get(self.against)
+        axis_fields = {"k": ("k",), "num_agents": ("env_kwargs",)}.get(self.against, ())
+        distinct = {}
+        for label, fields in self.runs.items():
+            name = label.rsplit(suffix, 1)[0] if suffix else label
+            differ = {field: value for field, value in fields.items()
+                      if field != "algo" and field not in axis_fields and getattr(common, field) != value}
+            if differ:
+                distinct[name] = differ
+        return distinct
 
     def configs(self, budget: str) -> dict[str, Config]:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""
