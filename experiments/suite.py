@@ -7,7 +7,9 @@
 Each run is a run.py run folder ``OUT/<budget>/<algo>-<hash of its Config>``, trained by ``run.py --resume``,
 so an interrupted suite picks up from each run's last checkpoint and skips the runs already finished: nothing
 that was written is lost, and a Config that two studies share is trained once. Child output goes to ``run.log``
-in the run folder.
+in the run folder. ``--archive docs/bench/runs`` keeps each finished run's metrics, timing and log (no
+checkpoints) in the repository, so a study can be finished over several machines or sessions and its tables
+written again from what is committed.
 
 Per run the table gives, over common seeds (seed i of every run uses the same key):
 final score (the return, or the win rate where the study says so; mean of the last 10% of updates) as mean and
@@ -29,7 +31,9 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +59,9 @@ from experiments.suite_figures import plot_against_axis  # noqa: E402
 RUN_PY = Path(__file__).with_name("run.py")
 FIGURES = Path("docs/figures")
 WALL_FILE = "suite_wall_s.txt"  # seconds each launch of the run took, one line per launch
+# What ``--archive`` keeps of a finished run: all a table needs (no checkpoints), small enough to commit, so a
+# study can be finished over sessions whose run folders do not survive and its tables regenerated later.
+ARCHIVED = (recording.CONFIG_FILE, recording.METRICS_FILE, recording.TIMING_FILE, "run.log", WALL_FILE)
 # run.py's exit statuses when a signal stopped it after a checkpoint (128 + the signal's number)
 # Fields that change memory and float rounding, not what a run computes: hashed at the value the folders were first
 # named with, so a run is found again whatever they are set to.
@@ -109,18 +116,38 @@ def run_folder(out: Path, budget: str, cfg: Config) -> Path:
     return out / ("smoke" if budget == "smoke" else "paper") / f"{cfg.algo}-{digest}"
 
 
-def run_study(study: Study, budget: str, out: Path, workers: int = 1) -> dict[str, Path]:
+def copy_run_files(source: Path, target: Path) -> None:
+    """Copies the ``ARCHIVED`` files of run folder ``source`` into ``target``, each written whole (a copy cut
+    short leaves the previous file, never half of one)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED:
+        if (source / name).is_file():
+            partial = target / f"{name}.partial"
+            shutil.copyfile(source / name, partial)
+            os.replace(partial, target / name)
+
+
+def run_study(study: Study, budget: str, out: Path, workers: int = 1, archive: Path | None = None) -> dict[str, Path]:
     """Trains every run of ``study`` not yet finished, ``workers`` run.py children at a time (more than one pays
-    where one run leaves a GPU idle); returns label -> run folder."""
+    where one run leaves a GPU idle); returns label -> run folder. With ``archive``, a finished run found there
+    and not in ``out`` is restored instead of trained, and every finished run is archived (``ARCHIVED`` files)."""
     configs = study.configs(budget)
     folders = {label: run_folder(out, budget, cfg) for label, cfg in configs.items()}
+    archived = {label: archive / folder.relative_to(out) for label, folder in folders.items()} if archive else {}
+    for label, kept in archived.items():
+        if (kept / recording.METRICS_FILE).is_file() and not (folders[label] / recording.CONFIG_FILE).exists():
+            copy_run_files(kept, folders[label])
     todo = [label for label, cfg in configs.items() if not ensure_folder(folders[label], cfg)]
 
     def train_one(label: str) -> None:
         print(f"[{study.name}] training {label}", file=sys.stderr, flush=True)
         train(folders[label], label)
+        if archive:
+            copy_run_files(folders[label], archived[label])
 
     train_in_parallel(todo, train_one, workers)
+    for label in set(archived) - set(todo):  # finished before this launch: archived too, unchanged if already
+        copy_run_files(folders[label], archived[label])
     return folders
 
 
@@ -339,6 +366,9 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     p.add_argument("--out", type=Path, default=Path("runs/suite"), help="root of the run folders")
     p.add_argument("--figures", type=Path, default=FIGURES, help="folder of the learning-curve figures")
     p.add_argument("--write", type=Path, default=None, help="markdown file whose study sections are replaced")
+    p.add_argument("--archive", type=Path, default=None,
+                   help="folder that keeps finished runs' metrics, timing and logs (no checkpoints), e.g. "
+                        "docs/bench/runs: runs found there are not trained again")
     p.add_argument("--workers", type=int, default=1,
                    help="run.py children training at a time (a GPU that one small run leaves idle; default 1)")
     args = p.parse_args(argv)
@@ -349,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         study.configs(args.budget)
     bodies, scaling = {}, []
     for study in studies:
-        folders = run_study(study, args.budget, args.out, args.workers)
+        folders = run_study(study, args.budget, args.out, args.workers, args.archive)
         body = report(study, args.budget, folders, argv, args.figures)
         if study.against == "num_agents":
             scaling.append((study, folders))

@@ -102,8 +102,9 @@ def test_smoke_study_runs_end_to_end_pairs_each_n_with_its_baseline_and_resumes_
                          paper=dict(total_timesteps=64, num_seeds=8), against="num_agents", threshold=0.3,
                          jaxmarl_return=True)
     monkeypatch.setitem(suite.STUDIES, "tiny-n", tiny)
-    argv = ["--study", "tiny-n", "--budget", "smoke", "--out", str(tmp_path / "runs"), "--figures",
-            str(tmp_path / "figs"), "--write", str(tmp_path / "BENCH.md")]
+    common = ["--study", "tiny-n", "--budget", "smoke", "--figures", str(tmp_path / "figs"), "--archive",
+              str(tmp_path / "archive")]
+    argv = common + ["--out", str(tmp_path / "runs"), "--write", str(tmp_path / "BENCH.md")]
     body = suite.main(argv + ["--workers", "2"])["tiny-n"]  # 4 runs, 2 children at a time
     header, *rows = [line for line in body.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == list(runs)
@@ -132,6 +133,15 @@ def test_smoke_study_runs_end_to_end_pairs_each_n_with_its_baseline_and_resumes_
     assert all(len((f / suite.WALL_FILE).read_text().split()) == 1 for f in folders)
     signal_rows = [line for line in signal.splitlines() if line.startswith("| tiny-n")]
     assert [row.split(" | ")[1:3] for row in signal_rows] == [["2", "perla_mappo N=2"], ["3", "perla_mappo N=3"]]
+    # The archive keeps what the table needs, no checkpoints; a new --out (a later session) restores the finished
+    # runs from it instead of training them, and the table is the same.
+    archived = sorted(f for f in (tmp_path / "archive" / "smoke").iterdir())
+    assert [f.name for f in archived] == [f.name for f in folders]
+    assert {p.name for p in archived[0].iterdir()} == {"config.json", "metrics.csv", "timing.csv", "run.log",
+                                                         suite.WALL_FILE}
+    monkeypatch.setattr(suite, "train", lambda folder, label: pytest.fail(f"{label} was trained again"))
+    again = suite.main(common + ["--out", str(tmp_path / "later")])["tiny-n"]
+    assert [line for line in again.splitlines() if line.startswith("| ")] == [header, *rows]
 
 
 def test_steps_per_second_are_told_apart_by_the_platform_that_timed_them(tmp_path):
