@@ -252,8 +252,8 @@ def preset_fields(preset: str, config: dict) -> dict:
     return fields(preset, config)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (see the module docstring)."""
+def parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algos", nargs="+", default=["mappo", "perla_mappo"])
     p.add_argument("--ks", nargs="+", type=int, help="K values for perla_* algos (default 1 4 16 64)")
@@ -280,7 +280,12 @@ def main(argv: list[str] | None = None) -> None:
                    "--interleaved (factored, mlp)")
     p.add_argument("--section", default="bench-interleaved", help="marker name --interleaved --write replaces")
     p.add_argument("--one", help=argparse.SUPPRESS)  # child mode: JSON spec for measure()
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (see the module docstring)."""
+    args = parser().parse_args(argv)
     if args.one:
         print(json.dumps(measure(**json.loads(args.one))))
         return
@@ -292,7 +297,12 @@ def main(argv: list[str] | None = None) -> None:
             setattr(args, name, value)
     if args.interleaved:
         _main_interleaved(args, argv)
-        return
+    else:
+        _main_grid(args, argv)
+
+
+def _main_grid(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """The throughput grid: every row in its own subprocess, then the table and the ratio checks."""
     specs = grid_specs(args)
     load_before = os.getloadavg()
     rows = []

@@ -160,6 +160,14 @@ class Study:
                 distinct[name] = differ
         return distinct
 
+    def settings_sentence(self) -> str:
+        """What a table says its runs share: the hyperparameters, naming every setting a run's label could hide."""
+        named = "; ".join(f"{name}: " + ", ".join(f"{field}={value}" for field, value in fields.items())
+                          for name, fields in self.distinct_settings().items())
+        axis = f", the {AXIS_SUFFIX[self.against].strip(' =')} the run label names" if self.against else ""
+        settings = f" and these settings ({named})" if named else ""
+        return f"Hyperparameters identical except the algorithm{axis}{settings}."
+
     def configs(self, budget: str) -> dict[str, Config]:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""
         if budget not in BUDGETS:

@@ -309,7 +309,7 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
     return "\n".join([
         f"**{study.title}.** {cfg.total_timesteps:,} env steps per seed "
         f"({cfg.num_updates} updates of {cfg.num_envs} envs x {cfg.num_steps} steps), {cfg.num_seeds} common "
-        f"seeds, budget `{budget}`. {settings_sentence(study)}",
+        f"seeds, budget `{budget}`. {study.settings_sentence()}",
         "",
         *study_rows(study, folders),
         "",
@@ -319,15 +319,6 @@ def report(study: Study, budget: str, folders: dict[str, Path], argv: list[str],
         f"Date: {now:%Y-%m-%d %H:%M} UTC; table written on: {platform.processor() or platform.machine()}, "
         f"jax {jax.__version__} on {jax.default_backend()}; chunks timed on: {trained_on(folders.values())}.",
     ])
-
-
-def settings_sentence(study: Study) -> str:
-    """Which hyperparameters the runs share, naming every field a run sets away from the study's common ones."""
-    named = "; ".join(f"{name}: " + ", ".join(f"{field}={value}" for field, value in fields.items())
-                      for name, fields in study.distinct_settings().items())
-    axis = f", the {AXIS_SUFFIX[study.against].strip(' =')} the run label names" if study.against else ""
-    settings = f" and these settings ({named})" if named else ""
-    return f"Hyperparameters identical except the algorithm{axis}{settings}."
 
 
 def trained_on(folders: Iterable[Path]) -> str:

@@ -31,18 +31,18 @@ def test_unknown_budget_is_refused():
 
 def test_a_tables_sentence_names_every_setting_a_label_could_hide():
     # The benchmark studies pin PERLA's advantage to td, away from the default perla_cv: the table must say so.
-    assert suite.settings_sentence(studies.STUDIES["smax-2s3z"]) == (
+    assert studies.STUDIES["smax-2s3z"].settings_sentence() == (
         "Hyperparameters identical except the algorithm and these settings (perla_mappo: advantage=td).")
     # Compared with the study's common settings, not Config's defaults: observe is the default time limit, but
     # the SMAX preset's is terminal. The axis (K here) is in the label already and is not repeated.
-    assert "mappo observe: time_limit=observe" in suite.settings_sentence(studies.STUDIES["timelimit-smax3m"])
+    assert "mappo observe: time_limit=observe" in studies.STUDIES["timelimit-smax3m"].settings_sentence()
     assert studies.STUDIES["k-smax2s3z"].distinct_settings() == {"perla_mappo td": {"advantage": "td"},
                                                                  "perla_mappo K=1": {"k": 1}}
-    assert suite.settings_sentence(studies.STUDIES["k-mpe9"]) == (
+    assert studies.STUDIES["k-mpe9"].settings_sentence() == (
         "Hyperparameters identical except the algorithm, the K the run label names and these settings "
         "(perla_mappo joint td: advantage=td).")
     plain = studies.Study("x", "x", common=dict(env="mpe"), runs={"mappo": {"algo": "mappo"}}, paper={})
-    assert suite.settings_sentence(plain) == "Hyperparameters identical except the algorithm."
+    assert plain.settings_sentence() == "Hyperparameters identical except the algorithm."
 
 
 def test_wall_cell_says_when_a_run_was_resumed(tmp_path):
