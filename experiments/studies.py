@@ -37,14 +37,14 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
     for advantage in ("td", "perla_cv")
     for k in (K_SWEEP if advantage == "td" else (1, 4, 16, 64))
 }
-# The four algorithms of the agent-scaling and benchmark studies. PERLA's advantage is pinned to `td` (the
-# default until 2026-12-03, now `perla_cv`), so their runs are shared with the defaults studies and their published
-# tables stay reproducible; BENCHMARKS.md's correction of 2026-12-04 says which readings this concerns.
+# The four algorithms of the agent-scaling studies, PERLA at its defaults (perla_cv since 2026-12-03).
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
-                 "perla_mappo": PERLA_GRID["perla_mappo joint td"],
-                 "perla_ippo": BASELINES["perla_ippo joint td"]}
-
-BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
+                 "perla_mappo": dict(algo="perla_mappo"), "perla_ippo": dict(algo="perla_ippo")}
+# The SMAX and MABrax benchmark studies' PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so
+# their published tables stay reproducible until they are rerun; BENCHMARKS.md's correction of 2026-12-04 says which
+# readings this concerns.
+PERLA_MAPPO_TD = PERLA_GRID["perla_mappo joint td"]
+BENCHMARK_ALGOS = {"mappo": SCALING_ALGOS["mappo"], "ippo": SCALING_ALGOS["ippo"], "perla_mappo": PERLA_MAPPO_TD}
 
 
 # The critic study (issue 24): every algorithm at the defaults, PERLA-MAPPO's factored critic against the MLP
@@ -62,7 +62,7 @@ CRITIC_DEFAULTS_MPE = {"mappo": dict(algo="mappo"), "mappo legacy critic": dict(
                                                          **LEGACY_CRITIC)}
 # PERLA-MAPPO at its defaults (K = 16, perla_cv) against the td advantage (the benchmark studies' PERLA-MAPPO) and
 # against one sample of the others' actions: which part of a lead the control variate carries, and which the K samples.
-PERLA_PARTS = {"perla_mappo": dict(algo="perla_mappo"), "perla_mappo td": SCALING_ALGOS["perla_mappo"],
+PERLA_PARTS = {"perla_mappo": dict(algo="perla_mappo"), "perla_mappo td": PERLA_MAPPO_TD,
                "perla_mappo K=1": dict(algo="perla_mappo", k=1)}
 # Value normalisation (perla_jax.value_norm) for each algorithm, against the same algorithm without it.
 VALUE_NORM_ALGOS = {f"{name}{' value norm' if norm else ''}": dict(algo=name, value_norm=norm)
@@ -164,9 +164,13 @@ class Study:
         """What a table says its runs share: the hyperparameters, naming every setting a run's label could hide."""
         named = "; ".join(f"{name}: " + ", ".join(f"{field}={value}" for field, value in fields.items())
                           for name, fields in self.distinct_settings().items())
-        axis = f", the {AXIS_SUFFIX[self.against].strip(' =')} the run label names" if self.against else ""
-        settings = f" and these settings ({named})" if named else ""
-        return f"Hyperparameters identical except the algorithm{axis}{settings}."
+        parts = ["the algorithm"]
+        if self.against:
+            parts.append(f"the {AXIS_SUFFIX[self.against].strip(' =')} the run label names")
+        if named:
+            parts.append(f"these settings ({named})")
+        return f"Hyperparameters identical except {', '.join(parts[:-1])} and {parts[-1]}." if len(parts) > 1 \
+            else "Hyperparameters identical except the algorithm."
 
     def configs(self, budget: str) -> dict[str, Config]:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""
@@ -263,7 +267,7 @@ STUDIES: dict[str, Study] = {
             "timelimit-mpe", "MPE simple_spread (3 agents): what the 26-step time limit means to the critics",
             common=dict(env="mpe"),
             runs={f"{name} {limit}": dict(fields, time_limit=limit) for limit in ("bootstrap", "terminal", "observe")
-                  for name, fields in (("mappo", BASELINES["mappo"]), ("perla_mappo", SCALING_ALGOS["perla_mappo"]))},
+                  for name, fields in (("mappo", BASELINES["mappo"]), ("perla_mappo", PERLA_MAPPO_TD))},
             paper=dict(total_timesteps=1_000_000, num_seeds=8), baseline="mappo bootstrap", jaxmarl_return=True,
         ),
         Study(
@@ -285,7 +289,8 @@ STUDIES: dict[str, Study] = {
             "k-mpe9", "MPE simple_spread, 9 agents: PERLA-MAPPO at K = 1 against K = 16",
             common=dict(env="mpe", time_limit="observe", env_kwargs={"num_agents": 9, "num_landmarks": 9}),
             runs={"mappo": SCALING_ALGOS["mappo"], "ippo": SCALING_ALGOS["ippo"],
-                  **{label: K_FAMILIES[label] for label in ("perla_mappo joint td K=1", "perla_mappo joint td K=16")}},
+                  "perla_mappo K=1": dict(SCALING_ALGOS["perla_mappo"], k=1),
+                  "perla_mappo K=16": SCALING_ALGOS["perla_mappo"]},
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
             cpu=dict(total_timesteps=200_704, num_seeds=8),  # scaling-mpe's cpu budget
         ),

@@ -39,8 +39,7 @@ def test_a_tables_sentence_names_every_setting_a_label_could_hide():
     assert studies.STUDIES["k-smax2s3z"].distinct_settings() == {"perla_mappo td": {"advantage": "td"},
                                                                  "perla_mappo K=1": {"k": 1}}
     assert studies.STUDIES["k-mpe9"].settings_sentence() == (
-        "Hyperparameters identical except the algorithm, the K the run label names and these settings "
-        "(perla_mappo joint td: advantage=td).")
+        "Hyperparameters identical except the algorithm and the K the run label names.")
     plain = studies.Study("x", "x", common=dict(env="mpe"), runs={"mappo": {"algo": "mappo"}}, paper={})
     assert plain.settings_sentence() == "Hyperparameters identical except the algorithm."
 
