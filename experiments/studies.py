@@ -40,11 +40,12 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
 # The four algorithms of the agent-scaling studies, PERLA at its defaults (perla_cv since 2026-12-03).
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
                  "perla_mappo": dict(algo="perla_mappo"), "perla_ippo": dict(algo="perla_ippo")}
-# The SMAX and MABrax benchmark studies' PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so
-# their published tables stay reproducible until they are rerun; BENCHMARKS.md's correction of 2026-12-04 says which
-# readings this concerns.
+BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
+# The SMAX benchmark studies' PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so their published
+# tables stay reproducible until they are rerun; BENCHMARKS.md's correction of 2026-12-04 says which readings this
+# concerns.
 PERLA_MAPPO_TD = PERLA_GRID["perla_mappo joint td"]
-BENCHMARK_ALGOS = {"mappo": SCALING_ALGOS["mappo"], "ippo": SCALING_ALGOS["ippo"], "perla_mappo": PERLA_MAPPO_TD}
+SMAX_ALGOS = dict(BENCHMARK_ALGOS, perla_mappo=PERLA_MAPPO_TD)
 
 
 # The critic study (issue 24): every algorithm at the defaults, PERLA-MAPPO's factored critic against the MLP
@@ -297,7 +298,7 @@ STUDIES: dict[str, Study] = {
         *(Study(
             f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
             "settings (--preset jaxmarl)",
-            common=smax_jaxmarl(map_name), runs=BENCHMARK_ALGOS, score="win_rate", **SMAX_BUDGETS,
+            common=smax_jaxmarl(map_name), runs=SMAX_ALGOS, score="win_rate", **SMAX_BUDGETS,
         ) for map_name in ("3m", "2s3z", "3s5z")),
         Study(  # smax-2s3z's settings and budgets, so its perla_mappo run (the td advantage) is shared
             "k-smax2s3z", "SMAX 2s3z: which part of PERLA-MAPPO's lead the K samples and the control variate carry "

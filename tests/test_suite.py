@@ -30,7 +30,7 @@ def test_unknown_budget_is_refused():
 
 
 def test_a_tables_sentence_names_every_setting_a_label_could_hide():
-    # The benchmark studies pin PERLA's advantage to td, away from the default perla_cv: the table must say so.
+    # The SMAX benchmark studies pin PERLA's advantage to td, away from the default perla_cv: the table must say so.
     assert studies.STUDIES["smax-2s3z"].settings_sentence() == (
         "Hyperparameters identical except the algorithm and these settings (perla_mappo: advantage=td).")
     # Compared with the study's common settings, not Config's defaults: observe is the default time limit, but
