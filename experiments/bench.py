@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python experiments/bench.py`: the repository r
 from experiments import sections  # noqa: E402  (plain text: the parent process imports no jax)
 
 SECTION = "bench"
-START, END = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+START, END = sections.markers(SECTION)
 COLUMNS = ("algo", "K", "critic action layer", "seeds", "updates/call", "steps/s (median)", "min-max steps/s", "compile s", "peak MiB")
 DEFAULT_CRITIC_ARCH = "factored"  # perla_jax.config.DEFAULT_CRITIC_ARCH (the package is imported in the children only)
 RANDOM = "random"  # pseudo-algo: random-policy rollout ceiling of the same env

@@ -170,8 +170,8 @@ class Study:
             parts.append(f"the {AXIS_SUFFIX[self.against].strip(' =')} the run label names")
         if named:
             parts.append(f"these settings ({named})")
-        return f"Hyperparameters identical except {', '.join(parts[:-1])} and {parts[-1]}." if len(parts) > 1 \
-            else "Hyperparameters identical except the algorithm."
+        listed = f"{', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1 else parts[0]
+        return f"Hyperparameters identical except {listed}."
 
     def configs(self, budget: str) -> dict[str, Config]:
         """label -> validated Config at ``budget`` (ValueError naming the bad budget or field)."""

@@ -134,9 +134,10 @@ def run_study(study: Study, budget: str, out: Path, workers: int = 1, archive: P
     configs = study.configs(budget)
     folders = {label: run_folder(out, budget, cfg) for label, cfg in configs.items()}
     archived = {label: archive / folder.relative_to(out) for label, folder in folders.items()} if archive else {}
-    for label, kept in archived.items():
-        if (kept / recording.METRICS_FILE).is_file() and not (folders[label] / recording.CONFIG_FILE).exists():
-            copy_run_files(kept, folders[label])
+    restored = {label for label, kept in archived.items()
+                if (kept / recording.METRICS_FILE).is_file() and not (folders[label] / recording.CONFIG_FILE).exists()}
+    for label in restored:
+        copy_run_files(archived[label], folders[label])
     todo = [label for label, cfg in configs.items() if not ensure_folder(folders[label], cfg)]
 
     def train_one(label: str) -> None:
@@ -146,7 +147,7 @@ def run_study(study: Study, budget: str, out: Path, workers: int = 1, archive: P
             copy_run_files(folders[label], archived[label])
 
     train_in_parallel(todo, train_one, workers)
-    for label in set(archived) - set(todo):  # finished before this launch: archived too, unchanged if already
+    for label in set(archived) - set(todo) - restored:  # finished before this launch, outside the archive
         copy_run_files(folders[label], archived[label])
     return folders
 
