@@ -41,11 +41,13 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
                  "perla_mappo": dict(algo="perla_mappo"), "perla_ippo": dict(algo="perla_ippo")}
 BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
-# The SMAX studies' PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so their published tables
-# stay reproducible until they are rerun at the defaults; BENCHMARKS.md's correction of 2026-12-04 says which
-# readings this concerns. MAPPO's and IPPO's runs do not change with the pin, so they are shared with the reruns.
+# SMAX 2s3z's and 3s5z's PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so their published
+# tables stay reproducible until they are rerun at the defaults (3m was, on 2026-12-04); BENCHMARKS.md's correction
+# of 2026-12-04 says which readings this concerns. MAPPO's and IPPO's runs do not change with the pin, so they are
+# shared with the reruns.
 PERLA_MAPPO_TD = PERLA_GRID["perla_mappo joint td"]
-SMAX_ALGOS = dict(BENCHMARK_ALGOS, perla_mappo=PERLA_MAPPO_TD)
+SMAX_ALGOS = {"3m": BENCHMARK_ALGOS, **{name: dict(BENCHMARK_ALGOS, perla_mappo=PERLA_MAPPO_TD)
+                                       for name in ("2s3z", "3s5z")}}
 
 
 # The critic study (issue 24): every algorithm at the defaults, PERLA-MAPPO's factored critic against the MLP
@@ -298,7 +300,7 @@ STUDIES: dict[str, Study] = {
         *(Study(
             f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
             "settings (--preset jaxmarl)",
-            common=smax_jaxmarl(map_name), runs=SMAX_ALGOS, score="win_rate", **SMAX_BUDGETS,
+            common=smax_jaxmarl(map_name), runs=SMAX_ALGOS[map_name], score="win_rate", **SMAX_BUDGETS,
         ) for map_name in ("3m", "2s3z", "3s5z")),
         Study(  # smax-2s3z's settings and budgets, so its perla_mappo run (the td advantage) is shared
             "k-smax2s3z", "SMAX 2s3z: which part of PERLA-MAPPO's lead the K samples and the control variate carry "
