@@ -41,13 +41,13 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
                  "perla_mappo": dict(algo="perla_mappo"), "perla_ippo": dict(algo="perla_ippo")}
 BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
-# SMAX 2s3z's and 3s5z's PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so their published
-# tables stay reproducible until they are rerun at the defaults (3m was, on 2026-12-04); BENCHMARKS.md's correction
-# of 2026-12-04 says which readings this concerns. MAPPO's and IPPO's runs do not change with the pin, so they are
+# SMAX 3s5z's PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so its published table stays
+# reproducible until it is rerun at the defaults (3m and 2s3z were, on 2026-12-04); BENCHMARKS.md's correction of
+# 2026-12-04 says which readings this concerns. MAPPO's and IPPO's runs do not change with the pin, so they are
 # shared with the reruns.
 PERLA_MAPPO_TD = PERLA_GRID["perla_mappo joint td"]
-SMAX_ALGOS = {"3m": BENCHMARK_ALGOS, **{name: dict(BENCHMARK_ALGOS, perla_mappo=PERLA_MAPPO_TD)
-                                       for name in ("2s3z", "3s5z")}}
+SMAX_ALGOS = {"3m": BENCHMARK_ALGOS, "2s3z": BENCHMARK_ALGOS,
+              "3s5z": dict(BENCHMARK_ALGOS, perla_mappo=PERLA_MAPPO_TD)}
 
 
 # The critic study (issue 24): every algorithm at the defaults, PERLA-MAPPO's factored critic against the MLP

@@ -30,10 +30,10 @@ def test_unknown_budget_is_refused():
 
 
 def test_a_tables_sentence_names_every_setting_a_label_could_hide():
-    # SMAX 2s3z and 3s5z still pin PERLA's advantage to td, away from the default perla_cv: the table must say so;
-    # 3m was rerun at the defaults, so its table names no setting.
+    # SMAX 3s5z still pins PERLA's advantage to td, away from the default perla_cv: the table must say so; 3m and
+    # 2s3z were rerun at the defaults, so their tables name no setting.
     assert studies.STUDIES["smax-3m"].settings_sentence() == "Hyperparameters identical except the algorithm."
-    assert studies.STUDIES["smax-2s3z"].settings_sentence() == (
+    assert studies.STUDIES["smax-3s5z"].settings_sentence() == (
         "Hyperparameters identical except the algorithm and these settings (perla_mappo: advantage=td).")
     # Compared with the study's common settings, not Config's defaults: observe is the default time limit, but
     # the SMAX preset's is terminal. The axis (K here) is in the label already and is not repeated.
