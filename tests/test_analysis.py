@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+from rliable import metrics as rly_metrics
 
 from perla_jax import METRICS, Config, analysis, recording
 
@@ -167,6 +168,19 @@ def test_probability_of_improvement_matches_counting_pairs():
     assert p == 1.0 and ci == (1.0, 1.0)  # every resample still has X above Y
     assert analysis.probability_of_improvement(np.arange(8.0), np.arange(8.0))[0] == 0.5  # ties: one half
     assert analysis.probability_of_improvement(np.array([1.0, np.nan, 3.0]), np.array([2.0]))[0] == 0.5
+
+
+@pytest.mark.parametrize("runs_x,runs_y,tasks", [(8, 8, 1), (3, 5, 1), (8, 8, 3), (6, 4, 2)])
+def test_pairwise_improvement_is_rliables_number_bit_for_bit(runs_x, runs_y, tasks):
+    rng = np.random.default_rng(runs_x * 100 + runs_y * 10 + tasks)
+    for _ in range(50):
+        # few distinct values, so ties across and within the two sets are common
+        x, y = rng.integers(0, 4, (runs_x, tasks)) / 2, rng.integers(0, 4, (runs_y, tasks)) / 2
+        assert analysis.pairwise_improvement(x, y) == rly_metrics.probability_of_improvement(x, y)
+        assert analysis.pairwise_improvement(x, x) == rly_metrics.probability_of_improvement(x, x) == 0.5
+    x = rng.normal(size=(runs_x, tasks))
+    y = rng.normal(size=(runs_y, tasks))
+    assert analysis.pairwise_improvement(x, y) == rly_metrics.probability_of_improvement(x, y)
 
 
 def test_jaxmarl_return_convention_multiplies_by_the_number_of_agents(runs, tmp_path, capsys):
