@@ -63,8 +63,9 @@ CRITIC_DEFAULTS_MPE = {"mappo": dict(algo="mappo"), "mappo legacy critic": dict(
                        "perla_mappo": dict(algo="perla_mappo"),
                        "perla_mappo legacy critic": dict(algo="perla_mappo", critic_arch="mlp", advantage="td",
                                                          **LEGACY_CRITIC)}
-# PERLA-MAPPO at its defaults (K = 16, perla_cv) against the td advantage (the benchmark studies' PERLA-MAPPO) and
-# against one sample of the others' actions: which part of a lead the control variate carries, and which the K samples.
+# PERLA-MAPPO at its defaults (K = 16, perla_cv) against the td advantage (the benchmark studies' PERLA-MAPPO until
+# their reruns) and against one sample of the others' actions: which part of a lead the control variate carries, and
+# which the K samples.
 PERLA_PARTS = {"perla_mappo": dict(algo="perla_mappo"), "perla_mappo td": PERLA_MAPPO_TD,
                "perla_mappo K=1": dict(algo="perla_mappo", k=1)}
 # Value normalisation (perla_jax.value_norm) for each algorithm, against the same algorithm without it.
