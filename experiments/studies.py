@@ -41,13 +41,9 @@ K_FAMILIES = {  # the K sweeps: the defaults-study winners (joint target; td and
 SCALING_ALGOS = {"mappo": dict(algo="mappo"), "ippo": dict(algo="ippo"),
                  "perla_mappo": dict(algo="perla_mappo"), "perla_ippo": dict(algo="perla_ippo")}
 BENCHMARK_ALGOS = {name: SCALING_ALGOS[name] for name in ("mappo", "ippo", "perla_mappo")}  # issue 12, item 5
-# SMAX 3s5z's PERLA-MAPPO is still pinned to `td` (the default until 2026-12-03), so its published table stays
-# reproducible until it is rerun at the defaults (3m and 2s3z were, on 2026-12-04); BENCHMARKS.md's correction of
-# 2026-12-04 says which readings this concerns. MAPPO's and IPPO's runs do not change with the pin, so they are
-# shared with the reruns.
+# PERLA-MAPPO's td advantage (the default until 2026-12-03): what the control variate's share of a lead is measured
+# against (PERLA_PARTS).
 PERLA_MAPPO_TD = PERLA_GRID["perla_mappo joint td"]
-SMAX_ALGOS = {"3m": BENCHMARK_ALGOS, "2s3z": BENCHMARK_ALGOS,
-              "3s5z": dict(BENCHMARK_ALGOS, perla_mappo=PERLA_MAPPO_TD)}
 
 
 # The critic study (issue 24): every algorithm at the defaults, PERLA-MAPPO's factored critic against the MLP
@@ -271,7 +267,7 @@ STUDIES: dict[str, Study] = {
             "timelimit-mpe", "MPE simple_spread (3 agents): what the 26-step time limit means to the critics",
             common=dict(env="mpe"),
             runs={f"{name} {limit}": dict(fields, time_limit=limit) for limit in ("bootstrap", "terminal", "observe")
-                  for name, fields in (("mappo", BASELINES["mappo"]), ("perla_mappo", PERLA_MAPPO_TD))},
+                  for name, fields in (("mappo", BASELINES["mappo"]), ("perla_mappo", BENCHMARK_ALGOS["perla_mappo"]))},
             paper=dict(total_timesteps=1_000_000, num_seeds=8), baseline="mappo bootstrap", jaxmarl_return=True,
         ),
         Study(
@@ -301,13 +297,18 @@ STUDIES: dict[str, Study] = {
         *(Study(
             f"smax-{map_name}", f"SMAX {map_name} against the heuristic enemy, JaxMARL's mappo_homogenous_rnn_smax "
             "settings (--preset jaxmarl)",
-            common=smax_jaxmarl(map_name), runs=SMAX_ALGOS[map_name], score="win_rate", **SMAX_BUDGETS,
+            common=smax_jaxmarl(map_name), runs=BENCHMARK_ALGOS, score="win_rate", **SMAX_BUDGETS,
         ) for map_name in ("3m", "2s3z", "3s5z")),
         Study(  # smax-2s3z's settings and budgets, so its perla_mappo run (the td advantage) is shared
             "k-smax2s3z", "SMAX 2s3z: which part of PERLA-MAPPO's lead the K samples and the control variate carry "
             "(K = 1 and the td advantage against the defaults)",
             common=smax_jaxmarl("2s3z"), runs=PERLA_PARTS, baseline="perla_mappo", score="win_rate",
             **SMAX_BUDGETS,
+        ),
+        Study(  # smax-3m's settings and budgets, so its three runs without value normalisation are shared
+            "value-norm-smax3m", "SMAX 3m: value normalisation (MAPPO's ValueNorm) for each algorithm at JaxMARL's "
+            "SMAX settings",
+            common=smax_jaxmarl("3m"), runs=VALUE_NORM_ALGOS, score="win_rate", **SMAX_BUDGETS,
         ),
         Study(  # smax-3m's settings and budgets, so its mappo run (time limit terminal) is shared
             "timelimit-smax3m", "SMAX 3m: the time limit at JaxMARL's SMAX settings (terminal is the preset's)",
