@@ -286,11 +286,10 @@ STUDIES: dict[str, Study] = {
             cpu=dict(total_timesteps=100_352, num_seeds=8),  # 49 updates
         ),
         Study(  # scaling-mpe's settings at N = 9, so its mappo, ippo and K = 16 runs are shared
-            "k-mpe9", "MPE simple_spread, 9 agents: PERLA-MAPPO at K = 1 against K = 16",
+            "k-mpe9", "MPE simple_spread, 9 agents: PERLA-MAPPO's K from 1 to 64 (its default is 16)",
             common=dict(env="mpe", time_limit="observe", env_kwargs={"num_agents": 9, "num_landmarks": 9}),
             runs={"mappo": SCALING_ALGOS["mappo"], "ippo": SCALING_ALGOS["ippo"],
-                  "perla_mappo K=1": dict(SCALING_ALGOS["perla_mappo"], k=1),
-                  "perla_mappo K=16": SCALING_ALGOS["perla_mappo"]},
+                  **{f"perla_mappo K={k}": dict(SCALING_ALGOS["perla_mappo"], k=k) for k in (1, 4, 16, 64)}},
             paper=dict(total_timesteps=2_000_000, num_seeds=8), against="k", jaxmarl_return=True,
             cpu=dict(total_timesteps=200_704, num_seeds=8),  # scaling-mpe's cpu budget
         ),
