@@ -151,6 +151,30 @@ def test_a_metric_column_added_later_reads_as_nan(tmp_path):
     np.testing.assert_array_equal(metrics["return"], 0.5)
 
 
+def test_metrics_rows_keep_the_updates_every_seed_has_and_the_later_of_two_equal_rows(tmp_path):
+    # Seed 1 lacks update 3 (a run stopped mid-chunk); seed 0's update 2 was written twice (the later row counts).
+    rows = [(0, 1, 1.0), (1, 1, 2.0), (0, 2, 3.0), (1, 2, 4.0), (0, 2, 5.0), (0, 3, 6.0)]
+    ret = recording.COLUMNS.index("return")
+    lines = [[str(s), str(u)] + ["0"] * (len(recording.COLUMNS) - 2) for s, u, _ in rows]
+    for line, (_, _, value) in zip(lines, rows):
+        line[ret] = str(value)
+    path = tmp_path / "metrics.csv"
+    path.write_text("\n".join(",".join(line) for line in [list(recording.COLUMNS), *lines]) + "\n")
+    metrics = recording.read_metrics(path)
+    assert metrics["update"].tolist() == [[1, 2], [1, 2]] and metrics["seed"].dtype == np.int64
+    assert metrics["return"].tolist() == [[1.0, 5.0], [2.0, 4.0]]
+    (tmp_path / "other.csv").write_text("step,return\n1,0.5\n")
+    with pytest.raises(ValueError, match="has no seed, update"):
+        recording.read_metrics(tmp_path / "other.csv")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 16, 33])
+def test_interquartile_mean_is_rliables_bit_for_bit(n):
+    rng = np.random.default_rng(n)
+    for scores in (rng.normal(size=(n, 1)), rng.integers(0, 3, (n, 1)) / 4, rng.normal(size=(n, 2)) * 1e3):
+        assert analysis.interquartile_mean(scores) == rly_metrics.aggregate_iqm(scores)
+
+
 def test_paired_difference_by_hand():
     x, y = np.array([1.0, 2.0, 4.0, np.nan]), np.array([0.0, 1.0, 1.0, 5.0])
     mean, half, pairs = analysis.paired_difference(x, y)  # differences 1, 1, 3 over the 3 common finite seeds
