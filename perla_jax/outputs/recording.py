@@ -177,11 +177,12 @@ def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
     if lacking:
         raise ValueError(f"{path} has no {', '.join(lacking)} column: not a perla_jax metrics file")
     column = {name: i for i, name in enumerate(header)}
-    seed_of, update_of = (values[:, column[name]].astype(np.int64).tolist() for name in ("seed", "update"))
-    row_at = {(s, u): i for i, (s, u) in enumerate(zip(seed_of, update_of))}  # a later row wins
-    seeds = sorted(set(seed_of))
-    updates = sorted(set.intersection(*({u for s_, u in row_at if s_ == s} for s in seeds)))
-    rows = np.array([[row_at[s, u] for u in updates] for s in seeds], dtype=np.int64).reshape(len(seeds), -1)
+    row_of: dict[int, dict[int, int]] = {}  # seed -> update -> row; a later row wins
+    for i, (s, u) in enumerate(values[:, [column["seed"], column["update"]]].astype(np.int64).tolist()):
+        row_of.setdefault(s, {})[u] = i
+    seeds = sorted(row_of)
+    updates = sorted(set.intersection(*(set(row_of[s]) for s in seeds)))
+    rows = np.array([[row_of[s][u] for u in updates] for s in seeds], dtype=np.int64).reshape(len(seeds), -1)
     return {name: values[rows, column[name]].astype(np.int64 if name in INT_COLUMNS else np.float64)
             if name in column else np.full(rows.shape, np.nan) for name in COLUMNS}
 
